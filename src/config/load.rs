@@ -1,0 +1,1 @@
+//! Loading YAML into the model (to be written).
