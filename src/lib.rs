@@ -1,1 +1,10 @@
+pub mod admin;
+pub mod check;
+pub mod clock;
 pub mod config;
+pub mod engine;
+pub mod limits;
+pub mod proto;
+pub mod rls;
+pub mod server;
+pub mod store;

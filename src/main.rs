@@ -1,1 +1,285 @@
-fn main(){}
+//! The `tollgate` binary: parses flags (each also an environment variable), sets up logging,
+//! loads and validates the config before binding anything, then hands over to the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use tollgate::clock::SystemClock;
+use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
+use tollgate::engine::{EngineOptions, UnknownDomain};
+use tollgate::proto::RateLimitRequest;
+use tollgate::rls::{GrpcOptions, RequestBounds};
+use tollgate::server::{Listeners, ServeOptions, serve};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A rate-limit decision sidecar for Envoy (ShouldRateLimit)"
+)]
+struct Cli {
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, global = true, env = "TOLLGATE_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Envoy's rate-limit API over gRPC, and the admin HTTP port.
+    Serve(ServeArgs),
+    /// Check a config file or directory and print a summary, or the errors with file:line.
+    Validate {
+        path: PathBuf,
+        #[arg(long, env = "TOLLGATE_MERGE_DOMAINS")]
+        merge_domains: bool,
+    },
+    /// Ask a rate-limit service one question and print the answer (exit 0 OK, 2 OVER_LIMIT).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A YAML file, or a directory of *.yaml/*.yml files. Without it: the embedded default.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Accept several files for one domain and merge their descriptors.
+    #[arg(long, env = "TOLLGATE_MERGE_DOMAINS")]
+    merge_domains: bool,
+    #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:8081")]
+    grpc_addr: SocketAddr,
+    #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// What a call for an unconfigured domain gets.
+    #[arg(
+        long,
+        env = "TOLLGATE_UNKNOWN_DOMAIN",
+        value_enum,
+        default_value = "allow"
+    )]
+    unknown_domain: UnknownDomain,
+    /// Decide and count as usual, but always answer OK.
+    #[arg(long, env = "TOLLGATE_SHADOW")]
+    shadow: bool,
+    /// Shard actors owning the per-descriptor counters.
+    #[arg(long, env = "TOLLGATE_SHARDS", default_value_t = 64)]
+    shards: usize,
+    /// Most counters held at once; past it, new keys fail (closed where a limit says so).
+    #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = 1_000_000)]
+    max_keys: usize,
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
+    max_concurrent_streams: u32,
+    /// Longest a call may take, ms; a caller's shorter grpc-timeout wins.
+    #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT_MS", default_value_t = 1_000)]
+    request_timeout_ms: u64,
+    #[arg(long, env = "TOLLGATE_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
+    keepalive_interval_secs: u64,
+    #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
+    keepalive_timeout_secs: u64,
+    /// Largest request message (gRPC) or body (/json), bytes.
+    #[arg(long, env = "TOLLGATE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    max_message_bytes: usize,
+    #[arg(long, env = "TOLLGATE_MAX_DESCRIPTORS", default_value_t = 64)]
+    max_descriptors: usize,
+    #[arg(long, env = "TOLLGATE_MAX_ENTRIES", default_value_t = 32)]
+    max_entries: usize,
+    /// Longest descriptor key, value or domain, bytes.
+    #[arg(long, env = "TOLLGATE_MAX_STRING_BYTES", default_value_t = 1024)]
+    max_string_bytes: usize,
+    #[arg(long, env = "TOLLGATE_MAX_HITS", default_value_t = 1_000_000_000)]
+    max_hits: u64,
+    #[arg(long, env = "TOLLGATE_SWEEP_INTERVAL_SECS", default_value_t = 10)]
+    sweep_interval_secs: u64,
+    /// How long in-flight calls may finish after SIGTERM/SIGINT.
+    #[arg(long, env = "TOLLGATE_DRAIN_GRACE_SECS", default_value_t = 10)]
+    drain_grace_secs: u64,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(
+        long,
+        env = "TOLLGATE_CHECK_ADDR",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    addr: String,
+    #[arg(long)]
+    domain: String,
+    /// `key=value[,key2=value2]`; repeat for several descriptors.
+    #[arg(long = "descriptor", required = true)]
+    descriptors: Vec<String>,
+    /// Request-level hits (0 means 1).
+    #[arg(long, default_value_t = 0)]
+    hits: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match cli.command {
+        Command::Validate {
+            path,
+            merge_domains,
+        } => validate(&path, merge_domains),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(async {
+                match command {
+                    Command::Serve(args) => run_serve(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Check(args) => run_check(args).await,
+                    Command::Validate { .. } => unreachable!("handled above"),
+                }
+            }),
+            Err(e) => Err(e.into()),
+        },
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("tollgate: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn validate(path: &std::path::Path, merge_domains: bool) -> anyhow::Result<ExitCode> {
+    match load_path(path, &LoadOptions { merge_domains }) {
+        Ok(config) => {
+            print!("{}", config.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<RateLimitConfig> {
+    let loaded = match &args.config {
+        Some(path) => load_path(
+            path,
+            &LoadOptions {
+                merge_domains: args.merge_domains,
+            },
+        ),
+        None => default_config(),
+    };
+    loaded.map_err(|errors| anyhow::anyhow!("the config is not valid:\n{errors}"))
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything is parsed and validated before anything is bound.
+    let config = load_config(&args)?;
+    for line in config.summary().lines() {
+        tracing::info!("{line}");
+    }
+    let options = serve_options(&args);
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", args.grpc_addr))?;
+    let admin = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP admin on {}", args.http_addr))?;
+    tracing::info!(addr = %grpc.local_addr()?, "gRPC (ShouldRateLimit, health, reflection)");
+    tracing::info!(addr = %admin.local_addr()?, "HTTP admin (/healthcheck /json /metrics /rlconfig)");
+    let listeners = Listeners {
+        grpc,
+        admin: Some(admin),
+    };
+    serve(
+        listeners,
+        config,
+        Arc::new(SystemClock),
+        options,
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+fn serve_options(args: &ServeArgs) -> ServeOptions {
+    ServeOptions {
+        engine: EngineOptions {
+            shards: args.shards,
+            max_keys: args.max_keys,
+            unknown_domain: args.unknown_domain,
+            shadow: args.shadow,
+        },
+        grpc: GrpcOptions {
+            request: RequestBounds {
+                max_descriptors: args.max_descriptors,
+                max_entries: args.max_entries,
+                max_string_bytes: args.max_string_bytes,
+                max_hits: args.max_hits,
+            },
+            max_message_bytes: args.max_message_bytes,
+            max_connections: args.max_connections,
+            max_concurrent_streams: args.max_concurrent_streams,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
+        },
+        admin_max_body_bytes: args.max_message_bytes,
+        sweep_interval: Duration::from_secs(args.sweep_interval_secs.max(1)),
+        drain_grace: Duration::from_secs(args.drain_grace_secs),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+async fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let descriptors = args
+        .descriptors
+        .iter()
+        .map(|d| tollgate::check::parse_descriptor(d))
+        .collect::<Result<_, _>>()?;
+    let request = RateLimitRequest {
+        domain: args.domain,
+        descriptors,
+        hits_addend: args.hits,
+    };
+    let response = tollgate::check::check(&args.addr, request.clone()).await?;
+    print!("{}", tollgate::check::render(&request, &response));
+    let over =
+        response.overall_code == tollgate::proto::rate_limit_response::Code::OverLimit as i32;
+    Ok(if over {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

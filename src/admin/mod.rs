@@ -1,0 +1,107 @@
+//! The HTTP admin port: `/healthcheck`, `/json` (proto3 JSON in and out), `/metrics`
+//! (Prometheus) and `/rlconfig` (the loaded rules). It decides nothing itself.
+
+mod json;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::rls::RequestBounds;
+
+/// Whether the service is serving: set once the config is loaded and the servers are bound,
+/// cleared when draining. Read by `/healthcheck`.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, serving: bool) {
+        self.0.store(serving, Ordering::SeqCst);
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    engine: Arc<Engine>,
+    bounds: RequestBounds,
+    readiness: Arc<Readiness>,
+    registry: Arc<Registry>,
+    json: Arc<json::JsonCodec>,
+}
+
+pub struct AdminOptions {
+    pub bounds: RequestBounds,
+    /// Largest `/json` body accepted, bytes.
+    pub max_body_bytes: usize,
+}
+
+pub async fn serve_admin(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    readiness: Arc<Readiness>,
+    registry: Registry,
+    options: AdminOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = AdminState {
+        engine,
+        bounds: options.bounds,
+        readiness,
+        registry: Arc::new(registry),
+        json: Arc::new(json::JsonCodec::new()),
+    };
+    let app = Router::new()
+        .route("/healthcheck", get(healthcheck))
+        .route("/json", post(json::should_rate_limit))
+        .route("/metrics", get(metrics))
+        .route("/rlconfig", get(rlconfig))
+        .layer(axum::extract::DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn healthcheck(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.readiness.is_serving() {
+        (StatusCode::OK, "OK\n")
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "NOT SERVING\n")
+    }
+}
+
+async fn rlconfig(State(state): State<AdminState>) -> impl IntoResponse {
+    crate::config::listing::listing(&state.engine.config().config)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        ),
+    }
+}

@@ -1,0 +1,217 @@
+//! The matching tree: each domain's descriptor rules compiled for lookup.
+//!
+//! At every level a request entry is matched by its key, then by an exact value (a hash
+//! lookup), then by the wildcard values of that key in file order, then by the key-only rule.
+//! Exact and key-only rules cost one hash lookup each whatever their number; only wildcard
+//! siblings of one key are tried in turn.
+
+use std::collections::HashMap;
+
+use super::model::{DescriptorRule, Domain, GlobalCap, Limit, RateLimitConfig};
+
+/// The compiled form of a whole configuration.
+#[derive(Debug, Default)]
+pub struct RuleTree {
+    domains: HashMap<String, DomainRules>,
+}
+
+/// One domain's rules.
+#[derive(Debug)]
+pub struct DomainRules {
+    pub name: String,
+    pub global: Vec<GlobalCap>,
+    root: Level,
+    nodes: Vec<Node>,
+}
+
+/// A rule reached by matching: the limits it carries and what its counters are keyed by.
+#[derive(Debug)]
+pub struct Node {
+    pub limits: Vec<Limit>,
+    /// The wildcard pattern every matching value is counted under (`share_threshold`).
+    pub shared_value: Option<String>,
+    children: Level,
+}
+
+type NodeId = usize;
+
+#[derive(Debug, Default)]
+struct Level {
+    by_key: HashMap<String, KeyRules>,
+}
+
+#[derive(Debug, Default)]
+struct KeyRules {
+    exact: HashMap<String, NodeId>,
+    wildcards: Vec<(Pattern, NodeId)>,
+    key_only: Option<NodeId>,
+}
+
+/// The outcome of matching one descriptor's entries.
+#[derive(Debug)]
+pub struct Match<'t> {
+    pub node: &'t Node,
+    /// For each entry (by index) that matched a `share_threshold` wildcard: the pattern its
+    /// counter is keyed by instead of the request's value. Usually empty.
+    pub shared_values: Vec<(usize, &'t str)>,
+}
+
+impl RuleTree {
+    pub fn build(config: &RateLimitConfig) -> RuleTree {
+        let domains = config
+            .domains
+            .values()
+            .map(|d| (d.name.clone(), DomainRules::build(d)))
+            .collect();
+        RuleTree { domains }
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&DomainRules> {
+        self.domains.get(name)
+    }
+}
+
+impl DomainRules {
+    fn build(domain: &Domain) -> DomainRules {
+        let mut nodes = Vec::new();
+        let root = build_level(&domain.descriptors, &mut nodes);
+        DomainRules {
+            name: domain.name.clone(),
+            global: domain.global.clone(),
+            root,
+            nodes,
+        }
+    }
+
+    /// Matches one descriptor's entries, as the reference service does: a limit applies only
+    /// when the last entry lands on a rule that has one; a request deeper than the rules, or an
+    /// entry no rule matches, matches nothing.
+    pub fn find<'a>(
+        &self,
+        entries: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Match<'_>> {
+        let last = entries.len().checked_sub(1)?;
+        let mut level = &self.root;
+        let mut shared_values = Vec::new();
+        for (i, (key, value)) in entries.enumerate() {
+            let rules = level.by_key.get(key)?;
+            let (id, wildcard) = rules.find(value)?;
+            let node = &self.nodes[id];
+            if wildcard && let Some(pattern) = &node.shared_value {
+                shared_values.push((i, pattern.as_str()));
+            }
+            if i == last {
+                return (!node.limits.is_empty()).then_some(Match {
+                    node,
+                    shared_values,
+                });
+            }
+            level = &node.children;
+        }
+        None
+    }
+}
+
+impl KeyRules {
+    /// The rule for `value`, and whether it was reached by a wildcard.
+    fn find(&self, value: &str) -> Option<(NodeId, bool)> {
+        if let Some(&id) = self.exact.get(value) {
+            return Some((id, false));
+        }
+        if let Some((_, id)) = self.wildcards.iter().find(|(p, _)| p.matches(value)) {
+            return Some((*id, true));
+        }
+        self.key_only.map(|id| (id, false))
+    }
+}
+
+fn build_level(rules: &[DescriptorRule], nodes: &mut Vec<Node>) -> Level {
+    let mut level = Level::default();
+    for rule in rules {
+        let children = build_level(&rule.descriptors, nodes);
+        let pattern = rule.value.as_deref().filter(|v| v.contains('*'));
+        let id = nodes.len();
+        nodes.push(Node {
+            limits: rule.limits.clone(),
+            shared_value: pattern.filter(|_| rule.share_threshold).map(str::to_owned),
+            children,
+        });
+        let entry = level.by_key.entry(rule.key.clone()).or_default();
+        // The loader refuses duplicate rules, so no slot is ever overwritten here.
+        match (&rule.value, pattern) {
+            (None, _) => entry.key_only = Some(id),
+            (Some(_), Some(p)) => entry.wildcards.push((Pattern::new(p), id)),
+            (Some(v), None) => {
+                entry.exact.insert(v.clone(), id);
+            }
+        }
+    }
+    level
+}
+
+/// A value pattern where each `*` matches any run of characters, the empty one included.
+#[derive(Debug)]
+struct Pattern {
+    parts: Vec<String>,
+}
+
+impl Pattern {
+    fn new(pattern: &str) -> Pattern {
+        Pattern {
+            parts: pattern.split('*').map(str::to_owned).collect(),
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        // parts = [prefix, middle..., suffix]; a pattern always has at least one `*`.
+        let (Some((prefix, rest)), Some(suffix)) = (self.parts.split_first(), self.parts.last())
+        else {
+            return false;
+        };
+        let middles = &rest[..rest.len().saturating_sub(1)];
+        let Some(mut remaining) = value.strip_prefix(prefix.as_str()) else {
+            return false;
+        };
+        for middle in middles {
+            match remaining.find(middle.as_str()) {
+                Some(at) => remaining = &remaining[at + middle.len()..],
+                None => return false,
+            }
+        }
+        remaining.len() >= suffix.len() && remaining.ends_with(suffix.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_as_the_reference_fixtures_say() {
+        let cases = [
+            ("foo*", "foo1", true),
+            ("foo*", "foo", true),
+            ("foo*", "bar", false),
+            ("bar*b", "barab", true),
+            ("bar*b", "bar123b", true),
+            ("bar*b", "barb", true),
+            ("bar*b", "bara", false),
+            ("bar*b", "xbarb", false),
+            ("foo*bar*baz", "foo123bar456baz", true),
+            ("foo*bar*baz", "foobarbaz", true),
+            ("foo*bar*baz", "foo123baz", false),
+            ("foo*bar*baz", "bar456baz", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("*", "", true),
+            ("*x*", "abxcd", true),
+        ];
+        for (pattern, value, expected) in cases {
+            assert_eq!(
+                Pattern::new(pattern).matches(value),
+                expected,
+                "{pattern} vs {value}"
+            );
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The decision engine: matches a call against the loaded rules, plans the counters it
+//! touches, has the actors decide and commit them as one step, and builds the statuses.
+//!
+//! It owns the counters (through its actors), the current configuration (swapped whole on
+//! reload) and the clock. It knows nothing of gRPC or HTTP: `rls`, `admin` and `proxy`
+//! translate their wire forms into a [`Call`] and a [`Decision`] back.
+
+mod actors;
+mod call;
+mod metrics;
+mod plan;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use call::{
+    Call, CallDescriptor, Code, Decision, DescriptorStatus, LimitOverride, ReportedLimit,
+};
+pub use metrics::EngineMetrics;
+
+use crate::clock::SharedClock;
+use crate::config::{RateLimitConfig, RuleTree};
+use crate::store::KeyTableFull;
+use actors::Actors;
+use metrics::{DomainLabel, Outcome};
+use plan::Plan;
+
+/// What to do with a call for a domain that is not configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnknownDomain {
+    /// Answer OK (the reference service's behaviour), log and count it.
+    #[default]
+    Allow,
+    /// Answer OVER_LIMIT.
+    Deny,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Shard actors that own the per-descriptor counters.
+    pub shards: usize,
+    /// Bound on the counters held at once, over all shards.
+    pub max_keys: usize,
+    pub unknown_domain: UnknownDomain,
+    /// Service-wide shadow mode: decide and count as usual, but always answer OK.
+    pub shadow: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            shards: 64,
+            max_keys: 1_000_000,
+            unknown_domain: UnknownDomain::Allow,
+            shadow: false,
+        }
+    }
+}
+
+/// An internal failure that no fail-closed limit turned into a denial: the caller should
+/// answer UNAVAILABLE so that Envoy's `failure_mode_deny` decides.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot track a new counter: {0}")]
+    KeyTableFull(#[from] KeyTableFull),
+}
+
+/// The configuration as loaded, with its compiled matching tree.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub config: RateLimitConfig,
+    pub rules: RuleTree,
+}
+
+impl LoadedConfig {
+    pub fn new(config: RateLimitConfig) -> LoadedConfig {
+        let rules = RuleTree::build(&config);
+        LoadedConfig { config, rules }
+    }
+}
+
+pub struct Engine {
+    config: ArcSwap<LoadedConfig>,
+    actors: Actors,
+    clock: SharedClock,
+    options: EngineOptions,
+    metrics: EngineMetrics,
+}
+
+impl Engine {
+    pub fn new(config: RateLimitConfig, clock: SharedClock, options: EngineOptions) -> Engine {
+        Engine {
+            config: ArcSwap::from_pointee(LoadedConfig::new(config)),
+            actors: Actors::new(options.shards, options.max_keys),
+            clock,
+            options,
+            metrics: EngineMetrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<LoadedConfig> {
+        self.config.load_full()
+    }
+
+    /// Replaces the configuration as a whole; calls in flight finish on the old one.
+    pub fn replace_config(&self, config: RateLimitConfig) {
+        self.config.store(Arc::new(LoadedConfig::new(config)));
+    }
+
+    /// Decides `call` over every limit it matches and the domain's global caps, atomically.
+    pub fn should_rate_limit(&self, call: &Call<'_>) -> Result<Decision, EngineError> {
+        let loaded = self.config.load();
+        let Some(domain) = loaded.rules.domain(call.domain) else {
+            self.metrics.unknown_domain.inc();
+            tracing::warn!(domain = call.domain, "call for an unknown domain");
+            return Ok(self.shadowed(unknown_domain(call, self.options.unknown_domain)));
+        };
+        let now = self.clock.now();
+        let mut plan = Plan::build(domain, call, &self.actors);
+        let decision = match self.actors.turn(&mut plan, now) {
+            Ok(committed) => status::decide(&plan, committed, now),
+            Err(full) if plan.has_fail_closed() => {
+                tracing::error!(domain = call.domain, error = %full, "failing closed");
+                self.metrics.count(call.domain, Outcome::FailedClosed);
+                return Ok(self.shadowed(deny_all(call)));
+            }
+            Err(full) => {
+                self.metrics.count(call.domain, Outcome::Unavailable);
+                return Err(full.into());
+            }
+        };
+        let shadow_denials = plan
+            .ops
+            .iter()
+            .filter(|op| !op.decides && op.verdict.is_some_and(|v| !v.fits))
+            .count();
+        if shadow_denials > 0 {
+            self.metrics
+                .shadow_denials
+                .get_or_create(&DomainLabel {
+                    domain: call.domain.to_owned(),
+                })
+                .inc_by(shadow_denials as u64);
+        }
+        let outcome = match decision.code {
+            Code::Ok => Outcome::Ok,
+            Code::OverLimit => Outcome::OverLimit,
+        };
+        self.metrics.count(call.domain, outcome);
+        Ok(self.shadowed(decision))
+    }
+
+    /// Drops the counters of windows that have ended; returns how many.
+    pub fn sweep(&self) -> usize {
+        let swept = self.actors.sweep(self.clock.now());
+        self.metrics.swept_counters.inc_by(swept as u64);
+        swept
+    }
+
+    /// Counters held right now (for tests and metrics).
+    pub fn counters(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// Sweeps every `interval` until `shutdown` resolves.
+    pub async fn run_sweeper(&self, interval: Duration, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticks.tick() => {
+                    let swept = self.sweep();
+                    tracing::debug!(swept, "swept expired counters");
+                }
+            }
+        }
+    }
+
+    fn shadowed(&self, mut decision: Decision) -> Decision {
+        if self.options.shadow {
+            decision.code = Code::Ok;
+        }
+        decision
+    }
+}
+
+fn unknown_domain(call: &Call<'_>, policy: UnknownDomain) -> Decision {
+    match policy {
+        UnknownDomain::Allow => Decision {
+            code: Code::Ok,
+            statuses: call
+                .descriptors
+                .iter()
+                .map(|_| DescriptorStatus {
+                    code: Code::Ok,
+                    current_limit: None,
+                    limit_remaining: 0,
+                    duration_until_reset: None,
+                })
+                .collect(),
+            denied_by_global: None,
+        },
+        UnknownDomain::Deny => deny_all(call),
+    }
+}
+
+fn deny_all(call: &Call<'_>) -> Decision {
+    Decision {
+        code: Code::OverLimit,
+        statuses: call
+            .descriptors
+            .iter()
+            .map(|_| DescriptorStatus {
+                code: Code::OverLimit,
+                current_limit: None,
+                limit_remaining: 0,
+                duration_until_reset: None,
+            })
+            .collect(),
+        denied_by_global: None,
+    }
+}

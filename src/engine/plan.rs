@@ -1,0 +1,267 @@
+//! From a call and the domain's matched rules to the list of counter operations it touches.
+//!
+//! The plan is the whole of what the actors must decide as one step: every limit of every
+//! descriptor that was not replaced, plus the domain's global caps. Counter keys are built
+//! into one buffer, each string length-prefixed so that no two distinct keys collide.
+
+use std::ops::Range;
+
+use super::actors::Actors;
+use super::call::{Call, CallDescriptor, LimitOverride, ReportedLimit};
+use crate::config::{DomainRules, FailMode, GlobalCap, Limit, LimitPolicy, Unit};
+use crate::limits::{FixedWindow, Mode, Verdict};
+
+/// One counter the call touches.
+#[derive(Debug)]
+pub(crate) struct Op<'c> {
+    pub key: Range<usize>,
+    pub actor: usize,
+    pub window: FixedWindow,
+    pub hits: u64,
+    pub mode: Mode,
+    /// Whether this counter can deny the call (shadow limits only count).
+    pub decides: bool,
+    pub fail_closed: bool,
+    pub source: LimitSource<'c>,
+    /// Set by the actors' turn.
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LimitSource<'c> {
+    Rule(&'c Limit),
+    Override(LimitOverride),
+    Global(&'c GlobalCap),
+}
+
+impl LimitSource<'_> {
+    pub fn reported(&self) -> Option<ReportedLimit> {
+        match *self {
+            LimitSource::Rule(limit) => match limit.policy {
+                LimitPolicy::PerUnit {
+                    requests_per_unit,
+                    unit,
+                } => Some(ReportedLimit {
+                    name: limit.name.clone(),
+                    requests_per_unit,
+                    unit,
+                }),
+                LimitPolicy::Unlimited => None,
+            },
+            LimitSource::Override(o) => Some(ReportedLimit {
+                name: None,
+                requests_per_unit: o.requests_per_unit,
+                unit: o.unit,
+            }),
+            // A global cap's volume is never disclosed in a status.
+            LimitSource::Global(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct DescriptorPlan {
+    pub ops: Range<usize>,
+    /// An `unlimited` rule matched: OK with no counter.
+    pub unlimited: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Plan<'c> {
+    pub keys: Vec<u8>,
+    pub ops: Vec<Op<'c>>,
+    pub descriptors: Vec<DescriptorPlan>,
+    /// `ops[global_from..]` are the domain's global caps.
+    pub global_from: usize,
+}
+
+impl<'c> Plan<'c> {
+    pub fn build(domain: &'c DomainRules, call: &Call<'_>, actors: &Actors) -> Plan<'c> {
+        let request_hits = u64::from(call.hits.max(1));
+        let matches: Vec<_> = call
+            .descriptors
+            .iter()
+            .map(|d| match d.limit_override {
+                Some(_) => None,
+                None => domain.find(d.entries.iter().copied()),
+            })
+            .collect();
+        let replaced: Vec<&str> = matches
+            .iter()
+            .flatten()
+            .flat_map(|m| m.node.limits.iter())
+            .flat_map(|l| l.replaces.iter().map(String::as_str))
+            .collect();
+
+        let mut plan = Plan::default();
+        for (descriptor, matched) in call.descriptors.iter().zip(&matches) {
+            let start = plan.ops.len();
+            let mut unlimited = false;
+            let hits = descriptor.hits.unwrap_or(request_hits);
+            let mode = descriptor_mode(descriptor);
+            if let Some(o) = descriptor.limit_override {
+                let key = plan.key(domain, descriptor, &[], KeySlot::Override(o));
+                plan.push(Op {
+                    key: key.clone(),
+                    actor: actors.route(&plan.keys[key]),
+                    window: FixedWindow {
+                        volume: o.requests_per_unit,
+                        unit_secs: o.unit.seconds(),
+                    },
+                    hits,
+                    mode,
+                    decides: true,
+                    fail_closed: false,
+                    source: LimitSource::Override(o),
+                    verdict: None,
+                });
+            } else if let Some(m) = matched {
+                for (index, limit) in m.node.limits.iter().enumerate() {
+                    if limit.name.as_deref().is_some_and(|n| replaced.contains(&n)) {
+                        continue;
+                    }
+                    let LimitPolicy::PerUnit {
+                        requests_per_unit,
+                        unit,
+                    } = limit.policy
+                    else {
+                        unlimited = true;
+                        continue;
+                    };
+                    let slot = KeySlot::Rule { index, unit };
+                    let key = plan.key(domain, descriptor, &m.shared_values, slot);
+                    plan.push(Op {
+                        key: key.clone(),
+                        actor: actors.route(&plan.keys[key]),
+                        window: FixedWindow {
+                            volume: requests_per_unit,
+                            unit_secs: unit.seconds(),
+                        },
+                        hits,
+                        mode: match mode {
+                            Mode::Charge if limit.postpaid => Mode::Postpaid,
+                            other => other,
+                        },
+                        decides: !limit.shadow_mode,
+                        fail_closed: limit.fail == FailMode::Closed,
+                        source: LimitSource::Rule(limit),
+                        verdict: None,
+                    });
+                }
+            }
+            plan.descriptors.push(DescriptorPlan {
+                ops: start..plan.ops.len(),
+                unlimited,
+            });
+        }
+
+        plan.global_from = plan.ops.len();
+        if let Some(mode) = global_mode(call) {
+            for cap in &domain.global {
+                let key = plan.global_key(domain, cap);
+                plan.push(Op {
+                    key,
+                    actor: actors.global(),
+                    window: FixedWindow {
+                        volume: cap.requests_per_unit,
+                        unit_secs: cap.unit.seconds(),
+                    },
+                    hits: request_hits,
+                    mode,
+                    decides: true,
+                    fail_closed: true,
+                    source: LimitSource::Global(cap),
+                    verdict: None,
+                });
+            }
+        }
+        plan
+    }
+
+    pub fn global_ops(&self) -> &[Op<'c>] {
+        &self.ops[self.global_from..]
+    }
+
+    pub fn has_fail_closed(&self) -> bool {
+        self.ops.iter().any(|op| op.fail_closed)
+    }
+
+    fn push(&mut self, op: Op<'c>) {
+        self.ops.push(op);
+    }
+
+    fn key(
+        &mut self,
+        domain: &DomainRules,
+        descriptor: &CallDescriptor<'_>,
+        shared_values: &[(usize, &str)],
+        slot: KeySlot,
+    ) -> Range<usize> {
+        let start = self.keys.len();
+        self.keys.push(b'd');
+        self.put_str(&domain.name);
+        for (i, (key, value)) in descriptor.entries.iter().enumerate() {
+            let value = shared_values
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map_or(*value, |(_, pattern)| *pattern);
+            self.put_str(key);
+            self.put_str(value);
+        }
+        match slot {
+            KeySlot::Rule { index, unit } => {
+                self.keys.push(b'r');
+                self.keys.extend_from_slice(&(index as u32).to_le_bytes());
+                self.keys.extend_from_slice(&unit.seconds().to_le_bytes());
+            }
+            KeySlot::Override(o) => {
+                self.keys.push(b'o');
+                self.keys
+                    .extend_from_slice(&o.requests_per_unit.to_le_bytes());
+                self.keys.extend_from_slice(&o.unit.seconds().to_le_bytes());
+            }
+        }
+        start..self.keys.len()
+    }
+
+    fn global_key(&mut self, domain: &DomainRules, cap: &GlobalCap) -> Range<usize> {
+        let start = self.keys.len();
+        self.keys.push(b'g');
+        self.put_str(&domain.name);
+        self.put_str(&cap.name);
+        self.keys
+            .extend_from_slice(&cap.unit.seconds().to_le_bytes());
+        start..self.keys.len()
+    }
+
+    fn put_str(&mut self, s: &str) {
+        self.keys.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.keys.extend_from_slice(s.as_bytes());
+    }
+}
+
+enum KeySlot {
+    Rule { index: usize, unit: Unit },
+    Override(LimitOverride),
+}
+
+fn descriptor_mode(d: &CallDescriptor<'_>) -> Mode {
+    match (d.hits, d.refund) {
+        (Some(0), _) => Mode::Probe,
+        (_, true) => Mode::Refund,
+        _ => Mode::Charge,
+    }
+}
+
+/// How the call touches its domain's global caps: charged once with the request-level hits,
+/// checked only for a call made of probes (and refunds), untouched by a call of refunds alone.
+fn global_mode(call: &Call<'_>) -> Option<Mode> {
+    let modes = || call.descriptors.iter().map(descriptor_mode);
+    if modes().any(|m| m == Mode::Charge) {
+        Some(Mode::Charge)
+    } else if modes().any(|m| m == Mode::Probe) {
+        Some(Mode::Probe)
+    } else {
+        None
+    }
+}

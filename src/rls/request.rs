@@ -1,0 +1,166 @@
+//! From a wire `RateLimitRequest` to an engine [`Call`], refusing what is malformed or too big.
+//! Every error names the offending field, so a client can fix its request.
+
+use crate::config::Unit;
+use crate::engine::{Call, CallDescriptor, LimitOverride};
+use crate::proto::envoy::r#type::v3::RateLimitUnit;
+use crate::proto::{RateLimitDescriptor, RateLimitRequest};
+
+/// Bounds on what one request may carry, so memory follows configuration, not clients.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestBounds {
+    pub max_descriptors: usize,
+    pub max_entries: usize,
+    pub max_string_bytes: usize,
+    pub max_hits: u64,
+}
+
+impl Default for RequestBounds {
+    fn default() -> Self {
+        RequestBounds {
+            max_descriptors: 64,
+            max_entries: 32,
+            max_string_bytes: 1024,
+            max_hits: 1_000_000_000,
+        }
+    }
+}
+
+/// A request the service refuses, with the field it is about.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {problem}")]
+pub struct InvalidRequest {
+    pub field: String,
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidRequest {
+    InvalidRequest {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+pub fn to_call<'a>(
+    request: &'a RateLimitRequest,
+    bounds: &RequestBounds,
+) -> Result<Call<'a>, InvalidRequest> {
+    if request.domain.is_empty() {
+        return Err(invalid("domain", "must not be empty"));
+    }
+    check_len("domain", &request.domain, bounds)?;
+    if request.descriptors.is_empty() {
+        return Err(invalid(
+            "descriptors",
+            "at least one descriptor is required",
+        ));
+    }
+    if request.descriptors.len() > bounds.max_descriptors {
+        return Err(invalid(
+            "descriptors",
+            format!(
+                "{} descriptors, at most {} allowed",
+                request.descriptors.len(),
+                bounds.max_descriptors
+            ),
+        ));
+    }
+    if u64::from(request.hits_addend) > bounds.max_hits {
+        return Err(invalid(
+            "hits_addend",
+            format!(
+                "{} is over the maximum of {}",
+                request.hits_addend, bounds.max_hits
+            ),
+        ));
+    }
+    let descriptors = request
+        .descriptors
+        .iter()
+        .enumerate()
+        .map(|(i, d)| to_descriptor(i, d, bounds))
+        .collect::<Result<_, _>>()?;
+    Ok(Call {
+        domain: &request.domain,
+        descriptors,
+        hits: request.hits_addend,
+    })
+}
+
+fn to_descriptor<'a>(
+    index: usize,
+    descriptor: &'a RateLimitDescriptor,
+    bounds: &RequestBounds,
+) -> Result<CallDescriptor<'a>, InvalidRequest> {
+    let field = |name: &str| format!("descriptors[{index}].{name}");
+    if descriptor.entries.is_empty() {
+        return Err(invalid(field("entries"), "at least one entry is required"));
+    }
+    if descriptor.entries.len() > bounds.max_entries {
+        return Err(invalid(
+            field("entries"),
+            format!(
+                "{} entries, at most {} allowed",
+                descriptor.entries.len(),
+                bounds.max_entries
+            ),
+        ));
+    }
+    let mut entries = Vec::with_capacity(descriptor.entries.len());
+    for (j, entry) in descriptor.entries.iter().enumerate() {
+        let key_field = || field(&format!("entries[{j}].key"));
+        if entry.key.is_empty() {
+            return Err(invalid(key_field(), "must not be empty"));
+        }
+        check_len(&key_field(), &entry.key, bounds)?;
+        check_len(&field(&format!("entries[{j}].value")), &entry.value, bounds)?;
+        entries.push((entry.key.as_str(), entry.value.as_str()));
+    }
+    let hits = descriptor.hits_addend;
+    if let Some(h) = hits.filter(|&h| h > bounds.max_hits) {
+        return Err(invalid(
+            field("hits_addend"),
+            format!("{h} is over the maximum of {}", bounds.max_hits),
+        ));
+    }
+    let limit_override = match &descriptor.limit {
+        None => None,
+        Some(o) => Some(LimitOverride {
+            requests_per_unit: o.requests_per_unit,
+            unit: override_unit(o.unit)
+                .ok_or_else(|| invalid(field("limit.unit"), "must be a known unit"))?,
+        }),
+    };
+    Ok(CallDescriptor {
+        entries,
+        limit_override,
+        hits,
+        refund: descriptor.is_negative_hits,
+    })
+}
+
+fn check_len(field: &str, value: &str, bounds: &RequestBounds) -> Result<(), InvalidRequest> {
+    if value.len() > bounds.max_string_bytes {
+        return Err(invalid(
+            field,
+            format!(
+                "{} bytes, at most {} allowed",
+                value.len(),
+                bounds.max_string_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn override_unit(raw: i32) -> Option<Unit> {
+    match RateLimitUnit::try_from(raw).ok()? {
+        RateLimitUnit::Unknown => None,
+        RateLimitUnit::Second => Some(Unit::Second),
+        RateLimitUnit::Minute => Some(Unit::Minute),
+        RateLimitUnit::Hour => Some(Unit::Hour),
+        RateLimitUnit::Day => Some(Unit::Day),
+        RateLimitUnit::Month => Some(Unit::Month),
+        RateLimitUnit::Year => Some(Unit::Year),
+    }
+}

@@ -1,0 +1,39 @@
+//! The `ShouldRateLimit` handler: validate, ask the engine, answer.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::request::{RequestBounds, to_call};
+use super::response::to_response;
+use crate::engine::{Engine, EngineError};
+use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
+
+pub struct RlsService {
+    engine: Arc<Engine>,
+    bounds: RequestBounds,
+}
+
+impl RlsService {
+    pub fn new(engine: Arc<Engine>, bounds: RequestBounds) -> RlsService {
+        RlsService { engine, bounds }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for RlsService {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let request = request.into_inner();
+        let call =
+            to_call(&request, &self.bounds).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.engine.should_rate_limit(&call) {
+            Ok(decision) => Ok(Response::new(to_response(&decision))),
+            // UNAVAILABLE, not OK and not UNKNOWN: Envoy's `failure_mode_deny` then decides,
+            // and release builds of Envoy would read an UNKNOWN overall code as OK.
+            Err(e @ EngineError::KeyTableFull(_)) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Running the service: the gRPC server, the admin server and the sweeper, as one unit.
+//!
+//! Every task runs in one `JoinSet` under one cancellation token. Shutdown (the `shutdown`
+//! future resolving) marks the service NOT_SERVING, stops accepting, lets in-flight calls
+//! finish within a grace period, and reports whether they did. A task that fails takes the
+//! whole service down with its error, never silently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::admin::{AdminOptions, Readiness, serve_admin};
+use crate::clock::SharedClock;
+use crate::config::RateLimitConfig;
+use crate::engine::{Engine, EngineOptions};
+use crate::rls::{GrpcError, GrpcOptions, serve_grpc, set_health};
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub engine: EngineOptions,
+    pub grpc: GrpcOptions,
+    /// Largest `/json` body, bytes.
+    pub admin_max_body_bytes: usize,
+    /// How often expired counters are dropped.
+    pub sweep_interval: Duration,
+    /// How long in-flight calls may take to finish after shutdown begins.
+    pub drain_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            engine: EngineOptions::default(),
+            grpc: GrpcOptions::default(),
+            admin_max_body_bytes: 1 << 20,
+            sweep_interval: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where to serve. The listeners are bound by the caller, so tests bind port 0.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+    #[error("admin server failed: {0}")]
+    Admin(#[from] std::io::Error),
+    #[error("a server stopped before shutdown was asked for")]
+    StoppedEarly,
+    #[error("a server task panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+}
+
+/// Serves `config` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listeners: Listeners,
+    config: RateLimitConfig,
+    clock: SharedClock,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
+    let mut registry = Registry::default();
+    engine.metrics().register(&mut registry);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Arc::new(Readiness::default());
+    let stop = CancellationToken::new();
+
+    let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
+    tasks.spawn(run_grpc(
+        listeners.grpc,
+        engine.clone(),
+        options.grpc.clone(),
+        health,
+        stop.clone(),
+    ));
+    if let Some(listener) = listeners.admin {
+        let admin = AdminOptions {
+            bounds: options.grpc.request,
+            max_body_bytes: options.admin_max_body_bytes,
+        };
+        let (engine, readiness, stop) = (engine.clone(), readiness.clone(), stop.clone());
+        tasks.spawn(async move {
+            Ok(serve_admin(listener, engine, readiness, registry, admin, stop).await?)
+        });
+    }
+    {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        let interval = options.sweep_interval;
+        tasks.spawn(async move {
+            engine.run_sweeper(interval, stop.cancelled()).await;
+            Ok(())
+        });
+    }
+    // The config was loaded before we were called and every listener is bound: serving.
+    set_health(&reporter, ServingStatus::Serving).await;
+    readiness.set(true);
+
+    let early = tokio::select! {
+        _ = shutdown => None,
+        done = tasks.join_next() => done,
+    };
+    readiness.set(false);
+    set_health(&reporter, ServingStatus::NotServing).await;
+    stop.cancel();
+    if let Some(done) = early {
+        // A server stopped on its own: that is a failure even if it returned Ok.
+        tracing::error!("a server task stopped unexpectedly; shutting down");
+        done??;
+        return Err(ServeError::StoppedEarly);
+    }
+    tracing::info!(grace = ?options.drain_grace, "draining");
+    let drained = tokio::time::timeout(options.drain_grace, async {
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok::<(), ServeError>(())
+    })
+    .await;
+    match drained {
+        Ok(result) => {
+            tracing::info!("drained");
+            result
+        }
+        Err(_) => {
+            tracing::warn!("drain grace period ended with calls still in flight");
+            Ok(())
+        }
+    }
+}
+
+async fn run_grpc(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: GrpcOptions,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    Ok(serve_grpc(listener, engine, options, health, stop).await?)
+}

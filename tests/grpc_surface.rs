@@ -1,0 +1,188 @@
+//! What a gRPC client sees besides decisions: health under three names, reflection v1 and
+//! v1alpha (so grpcurl needs no proto files), and grpcurl itself when it is installed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_stream::StreamExt;
+use tollgate::server::ServeOptions;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const CONFIG: &str = r#"
+domain: d
+descriptors:
+  - key: k
+    rate_limit: {name: per-k, unit: minute, requests_per_unit: 1}
+"#;
+
+const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+
+#[tokio::test]
+async fn health_is_serving_under_every_name_once_loaded() {
+    let server = TestServer::start(CONFIG).await;
+    let mut health = HealthClient::new(server.channel().await);
+    for name in ["", "ratelimit", SERVICE] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: name.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("health of {name:?}: {s:?}"))
+            .into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{name:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_when_draining_begins() {
+    let options = ServeOptions {
+        drain_grace: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(CONFIG, options).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "ratelimit".to_owned(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("a first status").expect("ok");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopped = tokio::spawn(server.stop());
+    let next = watch
+        .next()
+        .await
+        .expect("a status on draining")
+        .expect("ok");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    stopped
+        .await
+        .expect("stop task")
+        .expect("serve ends cleanly");
+}
+
+async fn list_services_v1(server: &TestServer) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    match answers
+        .next()
+        .await
+        .expect("an answer")
+        .expect("ok")
+        .message_response
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn list_services_v1alpha(server: &TestServer) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    match answers
+        .next()
+        .await
+        .expect("an answer")
+        .expect("ok")
+        .message_response
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_the_service_and_health_in_v1_and_v1alpha() {
+    let server = TestServer::start(CONFIG).await;
+    for services in [
+        list_services_v1(&server).await,
+        list_services_v1alpha(&server).await,
+    ] {
+        assert!(services.iter().any(|s| s == SERVICE), "{services:?}");
+        assert!(
+            services.iter().any(|s| s == "grpc.health.v1.Health"),
+            "{services:?}"
+        );
+    }
+}
+
+fn grpcurl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("grpcurl")
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_and_calls_the_service_with_no_proto_files() {
+    if !require_program("grpcurl", "GRPCURL") {
+        return;
+    }
+    let server = TestServer::start(CONFIG).await;
+    let addr = server.grpc_addr.to_string();
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || grpcurl(&["-plaintext", &addr, "list"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "grpcurl list failed: {err}");
+    assert!(out.lines().any(|l| l == SERVICE), "{out}");
+    assert!(out.lines().any(|l| l == "grpc.health.v1.Health"), "{out}");
+
+    let body = r#"{"domain":"d","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}"#;
+    let method = format!("{SERVICE}/ShouldRateLimit");
+    for expected in ["\"OK\"", "\"OVER_LIMIT\""] {
+        let (ok, out, err) = tokio::task::spawn_blocking({
+            let (addr, method) = (addr.clone(), method.clone());
+            move || grpcurl(&["-plaintext", "-d", body, &addr, &method])
+        })
+        .await
+        .unwrap();
+        assert!(ok, "grpcurl call failed: {err}");
+        assert!(
+            out.contains(&format!("\"overallCode\": {expected}")),
+            "{out}"
+        );
+        assert!(out.contains("\"name\": \"per-k\""), "{out}");
+    }
+}
