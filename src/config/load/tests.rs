@@ -1020,10 +1020,14 @@ fn metadata_must_fit_in_json() {
               ratio: .nan
               list: [1, .inf]
               ok: fine
+              [complex]: key
+              ~: null key
     "#,
         &[
             (5, "JSON cannot hold number .nan"),
             (6, "JSON cannot hold number .inf"),
+            (8, "a key must be a string, found a list"),
+            (9, "a key must be a string, found null"),
         ],
     );
 }

@@ -164,19 +164,25 @@ impl<'t, 'e> Reader<'t, 'e> {
         self.text(node, key).filter(|text| !text.is_empty())
     }
 
-    /// Any scalar, read as the text written, as the reference service reads it: `value: 429` is
-    /// "429" and `value: 007` is "007", not the integer 7.
+    /// The text of `key`'s value, which must be a scalar (see [`Self::scalar_text`]).
     pub(super) fn text(&mut self, node: &MarkedYaml<'_>, key: &str) -> Option<String> {
+        let text = self.scalar_text(node);
+        if text.is_none() {
+            let message = format!("'{key}' must be a string, found {}", self.describe(node));
+            self.error(node, message);
+        }
+        text
+    }
+
+    /// Any scalar but null, read as the text written, as the reference service reads it:
+    /// `value: 429` is "429" and `value: 007` is "007", not the integer 7.
+    fn scalar_text(&self, node: &MarkedYaml<'_>) -> Option<String> {
         match &node.data {
             YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
             YamlData::Value(Scalar::Integer(_) | Scalar::FloatingPoint(_) | Scalar::Boolean(_)) => {
                 Some(self.raw(node).to_owned())
             }
-            _ => {
-                let message = format!("'{key}' must be a string, found {}", self.describe(node));
-                self.error(node, message);
-                None
-            }
+            _ => None,
         }
     }
 
@@ -225,7 +231,7 @@ impl<'t, 'e> Reader<'t, 'e> {
             YamlData::Mapping(map) => {
                 let entries: Vec<_> = map
                     .iter()
-                    .map(|(k, v)| (self.text(k, "a metadata key"), self.json(v)))
+                    .map(|(k, v)| (self.json_key(k), self.json(v)))
                     .collect();
                 let entries = entries.into_iter().map(|(k, v)| Some((k?, v?)));
                 entries.collect::<Option<_>>().map(Json::Object)
@@ -239,6 +245,15 @@ impl<'t, 'e> Reader<'t, 'e> {
                 scalar
             }
         }
+    }
+
+    fn json_key(&mut self, node: &MarkedYaml<'_>) -> Option<String> {
+        let key = self.scalar_text(node);
+        if key.is_none() {
+            let message = format!("a key must be a string, found {}", self.describe(node));
+            self.error(node, message);
+        }
+        key
     }
 
     /// What a node is, for an error message.
