@@ -28,23 +28,22 @@ pub struct RateLimitConfig {
 }
 
 impl RateLimitConfig {
-    /// One line per domain: "domain NAME: N rules, M limits, G global caps (files: a.yaml, b.yaml)",
-    /// counting nested rules and their limits.
+    /// One line per domain, each ending in a line break:
+    /// "domain NAME: N rules, M limits, G global caps (files: a.yaml, b.yaml)", counting nested
+    /// rules and their limits.
     pub fn summary(&self) -> String {
-        let lines: Vec<String> = self
-            .domains
+        self.domains
             .values()
             .map(|d| {
                 let (rules, limits) = count_rules(&d.descriptors);
                 format!(
-                    "domain {}: {rules} rules, {limits} limits, {} global caps (files: {})",
+                    "domain {}: {rules} rules, {limits} limits, {} global caps (files: {})\n",
                     d.name,
                     d.global.len(),
                     d.files.join(", ")
                 )
             })
-            .collect();
-        lines.join("\n")
+            .collect()
     }
 }
 

@@ -575,7 +575,7 @@ fn summary_counts_nested_rules_and_limits() {
     assert_eq!(
         config.summary(),
         "domain a-domain: 0 rules, 0 limits, 0 global caps (files: c.yaml)\n\
-         domain b-domain: 3 rules, 3 limits, 1 global caps (files: a.yaml, b.yaml)"
+         domain b-domain: 3 rules, 3 limits, 1 global caps (files: a.yaml, b.yaml)\n"
     );
 }
 
@@ -1339,7 +1339,7 @@ fn fixture_ask_ai_loads_every_feature() {
     assert_eq!(
         config.summary(),
         format!(
-            "domain ask-ai: 7 rules, 7 limits, 2 global caps (files: {})",
+            "domain ask-ai: 7 rules, 7 limits, 2 global caps (files: {})\n",
             fixtures().join("ask_ai.yaml").display()
         )
     );
