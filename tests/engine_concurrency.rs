@@ -148,7 +148,10 @@ fn memory_follows_the_active_keys() {
             domain: "open",
             ..call(&[&[("a", &value)]])
         };
-        assert_eq!(engine.should_rate_limit(&open).expect("decided").code, Code::Ok);
+        assert_eq!(
+            engine.should_rate_limit(&open).expect("decided").code,
+            Code::Ok
+        );
     }
     assert_eq!(engine.counters(), 1_000);
     // Within the window nothing is dropped; once it has ended, everything is.
