@@ -4,8 +4,8 @@
 //! `../shared/compat/envoy-ratelimit/` (see its EXPECTED.md). Without that folder these tests say
 //! so loudly and pass, unless `TOLLGATE_REQUIRE_COMPAT=1` makes its absence a failure.
 //!
-//! Which limit a request matches is the matching tree's business and is tested there; this file
-//! checks what was loaded.
+//! The lookups of EXPECTED.md (which limit a request's entries match) go through the same
+//! matching tree the server uses.
 
 use std::fs;
 use std::io::Write;
@@ -14,7 +14,7 @@ use std::sync::Once;
 
 use tollgate::config::load::{load_path, load_sources};
 use tollgate::config::{
-    ConfigError, DescriptorRule, Domain, LimitPolicy, LoadOptions, RateLimitConfig, Unit,
+    ConfigError, DescriptorRule, Domain, LimitPolicy, LoadOptions, RateLimitConfig, RuleTree, Unit,
 };
 
 const MUST_LOAD: &[&str] = &[
@@ -352,4 +352,151 @@ fn share_threshold_and_metadata_are_kept() {
         rule(rules, "key2", None).metadata,
         Some(serde_json::json!({"service_with_quota": {"name": "service_2"}}))
     );
+}
+
+/// What the tree matches for `entries` in `test-domain`: the first limit's policy and name.
+fn lookup(tree: &RuleTree, entries: &[(&str, &str)]) -> Option<(LimitPolicy, Option<String>)> {
+    let domain = tree.domain("test-domain").expect("test-domain is loaded");
+    let found = domain.find(entries.iter().copied())?;
+    let limit = found.node.limits.first()?;
+    Some((limit.policy, limit.name.clone()))
+}
+
+#[test]
+fn basic_config_lookups_match_the_reference() {
+    let Some(dir) = compat_dir() else { return };
+    let tree = RuleTree::build(&load_file(&dir, "basic_config.yaml"));
+    let per = |n, unit| {
+        Some((
+            LimitPolicy::PerUnit {
+                requests_per_unit: n,
+                unit,
+            },
+            None,
+        ))
+    };
+    let cases: &[(&[(&str, &str)], Option<(LimitPolicy, Option<String>)>)] = &[
+        (&[("key1", "something")], None),
+        (&[("key1", "value1")], None),
+        (
+            &[("key1", "value1"), ("subkey1", "something")],
+            per(5, Unit::Second),
+        ),
+        (
+            &[("key1", "value1"), ("subkey1", "subvalue1")],
+            per(10, Unit::Second),
+        ),
+        (&[("key2", "anything")], per(20, Unit::Minute)),
+        (&[("key2", "value2")], per(30, Unit::Minute)),
+        (&[("key2", "value3")], None),
+        (&[("key2", "value2"), ("subkey", "subvalue")], None),
+        (&[("key3", "x")], per(1, Unit::Hour)),
+        (
+            &[("key4", "x")],
+            Some((
+                LimitPolicy::PerUnit {
+                    requests_per_unit: 1,
+                    unit: Unit::Day,
+                },
+                Some("key4_rate_limit".to_owned()),
+            )),
+        ),
+        (&[("key5", "value5"), ("subkey5", "subvalue")], None),
+        (&[("key6", "x")], Some((LimitPolicy::Unlimited, None))),
+        (&[("key7", "x")], per(70, Unit::Minute)),
+    ];
+    for (entries, expected) in cases {
+        assert_eq!(&lookup(&tree, entries), expected, "{entries:?}");
+    }
+    assert!(tree.domain("foo_domain").is_none());
+}
+
+#[test]
+fn wildcard_lookups_match_the_reference() {
+    let Some(dir) = compat_dir() else { return };
+    let tree = RuleTree::build(&load_file(&dir, "wildcard.yaml"));
+    let matches: &[&[(&str, &str)]] = &[
+        &[("wild", "foo1")],
+        &[("wild", "foo2")],
+        &[("midWild", "barab")],
+        &[("midWild", "bar123b")],
+        &[("midWild", "barb")],
+        &[("multiWild", "foo123bar456baz")],
+        &[("multiWild", "foobarbaz")],
+        &[("nestedWild", "val1"), ("wild", "goo2")],
+    ];
+    let misses: &[&[(&str, &str)]] = &[
+        &[("wild", "bar")],
+        &[("noWild", "foo1")],
+        &[("midWild", "bara")],
+        &[("midWild", "xbarb")],
+        &[("multiWild", "foo123baz")],
+        &[("multiWild", "bar456baz")],
+    ];
+    for entries in matches {
+        assert!(lookup(&tree, entries).is_some(), "{entries:?} should match");
+    }
+    for entries in misses {
+        assert!(
+            lookup(&tree, entries).is_none(),
+            "{entries:?} should not match"
+        );
+    }
+}
+
+#[test]
+fn merged_domain_lookups_match_the_reference() {
+    let Some(dir) = compat_dir() else { return };
+    let merged = load_sources(
+        &sources(&dir, &MERGED),
+        &LoadOptions {
+            merge_domains: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tree = RuleTree::build(&merged);
+    let per = |n| {
+        Some((
+            LimitPolicy::PerUnit {
+                requests_per_unit: n,
+                unit: Unit::Minute,
+            },
+            None,
+        ))
+    };
+    assert_eq!(lookup(&tree, &[("key1", "value1")]), per(10));
+    assert_eq!(lookup(&tree, &[("key2", "value2")]), per(20));
+}
+
+/// `tollgate validate` on one reference file (or a directory), as an operator would run it.
+fn validate(path: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("validate")
+        .arg(path)
+        .output()
+        .expect("run tollgate validate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tollgate_validate_agrees_with_the_reference_file_by_file() {
+    let Some(dir) = compat_dir() else { return };
+    for file in MUST_LOAD {
+        let (ok, errors) = validate(&dir.join(file));
+        assert!(ok, "{file} must validate:\n{errors}");
+    }
+    for (files, culprit, _) in MUST_REJECT {
+        if files.len() != 1 {
+            continue; // a pair of files: covered by loading them together above
+        }
+        let (ok, errors) = validate(&dir.join(culprit));
+        assert!(!ok, "{culprit} must be refused");
+        assert!(
+            errors.contains(culprit),
+            "{culprit}: the error must name the file:\n{errors}"
+        );
+    }
 }
