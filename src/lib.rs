@@ -8,3 +8,4 @@ pub mod proto;
 pub mod rls;
 pub mod server;
 pub mod store;
+pub mod wire;

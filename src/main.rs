@@ -16,8 +16,9 @@ use tollgate::clock::SystemClock;
 use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
-use tollgate::rls::{GrpcOptions, RequestBounds};
+use tollgate::rls::GrpcOptions;
 use tollgate::server::{Listeners, ServeOptions, serve};
+use tollgate::wire::RequestBounds;
 
 #[derive(Parser)]
 #[command(
@@ -65,7 +66,7 @@ struct ServeArgs {
         value_enum,
         default_value = "allow"
     )]
-    unknown_domain: UnknownDomain,
+    unknown_domain: UnknownDomainFlag,
     /// Decide and count as usual, but always answer OK.
     #[arg(long, env = "TOLLGATE_SHADOW")]
     shadow: bool,
@@ -106,6 +107,23 @@ struct ServeArgs {
     /// How long in-flight calls may finish after SIGTERM/SIGINT.
     #[arg(long, env = "TOLLGATE_DRAIN_GRACE_SECS", default_value_t = 10)]
     drain_grace_secs: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UnknownDomainFlag {
+    /// Answer OK (the reference service's behaviour), log and count it.
+    Allow,
+    /// Answer OVER_LIMIT.
+    Deny,
+}
+
+impl From<UnknownDomainFlag> for UnknownDomain {
+    fn from(flag: UnknownDomainFlag) -> Self {
+        match flag {
+            UnknownDomainFlag::Allow => UnknownDomain::Allow,
+            UnknownDomainFlag::Deny => UnknownDomain::Deny,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -200,15 +218,57 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         grpc,
         admin: Some(admin),
     };
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    reload_on_sighup(args, reload);
     serve(
         listeners,
         config,
         Arc::new(SystemClock),
         options,
+        reloads,
         shutdown_signal(),
     )
     .await?;
     Ok(())
+}
+
+/// On SIGHUP, reads the config again; a config that does not validate is logged and changes
+/// nothing. The handler is installed before this returns, so an early SIGHUP cannot kill us.
+fn reload_on_sighup(args: ServeArgs, reload: tokio::sync::mpsc::Sender<RateLimitConfig>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: no reloads");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if args.config.is_none() {
+                    tracing::info!("SIGHUP: the embedded default config has nothing to reload");
+                    continue;
+                }
+                match load_config(&args) {
+                    Ok(config) => {
+                        tracing::info!("SIGHUP: reloading {}", config.summary().trim_end());
+                        if reload.send(config).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        "SIGHUP: reload refused, keeping the config in force: {e:#}"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (args, reload);
+    }
 }
 
 fn serve_options(args: &ServeArgs) -> ServeOptions {
@@ -216,7 +276,7 @@ fn serve_options(args: &ServeArgs) -> ServeOptions {
         engine: EngineOptions {
             shards: args.shards,
             max_keys: args.max_keys,
-            unknown_domain: args.unknown_domain,
+            unknown_domain: args.unknown_domain.into(),
             shadow: args.shadow,
             max_value_series: args.max_value_series,
         },

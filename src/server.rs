@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -62,12 +63,15 @@ pub enum ServeError {
     Panicked(#[from] tokio::task::JoinError),
 }
 
-/// Serves `config` until `shutdown` resolves, then drains.
+/// Serves `config` until `shutdown` resolves, then drains. Each config received on `reloads`
+/// replaces the one in force as a whole (the sender validates it first: a bad file never gets
+/// here); calls in flight finish on the config they started with.
 pub async fn serve(
     listeners: Listeners,
     config: RateLimitConfig,
     clock: SharedClock,
     options: ServeOptions,
+    mut reloads: mpsc::Receiver<RateLimitConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
@@ -103,6 +107,27 @@ pub async fn serve(
         tasks.spawn(async move {
             engine.run_sweeper(interval, stop.cancelled()).await;
             Ok(())
+        });
+    }
+    {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    reload = reloads.recv() => match reload {
+                        Some(config) => {
+                            engine.replace_config(config);
+                            tracing::info!("configuration reloaded");
+                        }
+                        // Nobody can reload any more; keep serving what we have.
+                        None => {
+                            stop.cancelled().await;
+                            return Ok(());
+                        }
+                    },
+                }
+            }
         });
     }
     // The config was loaded before we were called and every listener is bound: serving.

@@ -63,20 +63,21 @@ fn bound_address(lines: &mut impl Iterator<Item = String>, what: &str) -> String
 
 #[test]
 fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() {
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("TOLLGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().unwrap();
+    let mut server = Killed(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .env("TOLLGATE_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
     let grpc = bound_address(&mut lines, "gRPC");
     // Keep draining the log so the server never blocks on a full pipe.
@@ -111,7 +112,7 @@ fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() 
     assert_eq!(out.status.code(), Some(2), "OVER_LIMIT exits 2");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OVER_LIMIT"));
 
-    let pid = server.id().to_string();
+    let pid = server.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -121,7 +122,7 @@ fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() 
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
+        if let Some(status) = server.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -134,4 +135,103 @@ fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() 
     let log = rest.join().unwrap().join("\n");
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(log.contains("drained"), "{log}");
+}
+
+/// Polls `check` until its output contains `wanted`, within a deadline.
+fn wait_for_check(grpc: &str, wanted: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let out = Command::new(BIN)
+            .args([
+                "check",
+                "--addr",
+                &format!("http://{grpc}"),
+                "--domain",
+                "fixture",
+            ])
+            .args(["--descriptor", "client=c", "--hits", "0"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(wanted) {
+            return true;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_bad() {
+    let dir = std::env::temp_dir().join(format!("tollgate-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("limits.yaml");
+    std::fs::copy(fixture("good.yaml"), &path).unwrap();
+    let mut server = Killed(
+        Command::new(BIN)
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let grpc = bound_address(&mut lines, "gRPC");
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = log_tx.send(line);
+        }
+    });
+    let hup = || {
+        let pid = server.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    assert!(wait_for_check(&grpc, "limit=5/minute name=per-client"));
+
+    std::fs::write(
+        &path,
+        "domain: fixture\ndescriptors:\n  - key: client\n    rate_limit: {name: reloaded, unit: hour, requests_per_unit: 7}\n",
+    )
+    .unwrap();
+    hup();
+    assert!(
+        wait_for_check(&grpc, "limit=7/hour name=reloaded"),
+        "the reload took effect"
+    );
+
+    std::fs::copy(fixture("bad_unit.yaml"), &path).unwrap();
+    hup();
+    let mut log = log_rx
+        .iter()
+        .skip_while(|line| !line.contains("reload refused"));
+    assert!(log.next().is_some(), "the bad reload is logged");
+    let reason = log.next().unwrap_or_default();
+    assert!(
+        reason.contains("limits.yaml:5:"),
+        "the refusal names file and line: {reason}"
+    );
+    assert!(
+        wait_for_check(&grpc, "limit=7/hour name=reloaded"),
+        "the good config stayed"
+    );
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process that is killed when the test ends, passing or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -354,8 +354,11 @@ fn share_threshold_and_metadata_are_kept() {
     );
 }
 
+/// A matched limit: its policy and name.
+type Found = Option<(LimitPolicy, Option<String>)>;
+
 /// What the tree matches for `entries` in `test-domain`: the first limit's policy and name.
-fn lookup(tree: &RuleTree, entries: &[(&str, &str)]) -> Option<(LimitPolicy, Option<String>)> {
+fn lookup(tree: &RuleTree, entries: &[(&str, &str)]) -> Found {
     let domain = tree.domain("test-domain").expect("test-domain is loaded");
     let found = domain.find(entries.iter().copied())?;
     let limit = found.node.limits.first()?;
@@ -375,7 +378,7 @@ fn basic_config_lookups_match_the_reference() {
             None,
         ))
     };
-    let cases: &[(&[(&str, &str)], Option<(LimitPolicy, Option<String>)>)] = &[
+    let cases: &[(&[(&str, &str)], Found)] = &[
         (&[("key1", "something")], None),
         (&[("key1", "value1")], None),
         (

@@ -573,11 +573,72 @@ async fn service_wide_shadow_always_answers_ok_but_keeps_real_statuses() {
     for _ in 0..3 {
         server.ask(simple("shop", "client", "a")).await;
     }
-    let r = server.ask(simple("shop", "client", "a")).await;
-    assert_eq!(overall(&r), Code::Ok);
-    assert_eq!(code(&r.statuses[0]), Code::OverLimit);
-    // As decided: the denied call did not count, so a probe still sees 0 left, not less.
-    assert_eq!(r.statuses[0].limit_remaining, 0);
+    for _ in 0..5 {
+        let r = server.ask(simple("shop", "client", "a")).await;
+        assert_eq!(overall(&r), Code::Ok);
+        assert_eq!(code(&r.statuses[0]), Code::OverLimit);
+        assert_eq!(r.statuses[0].limit_remaining, 0);
+    }
+    // Counted as decided: the 5 calls decided OVER were not counted, so a refund of 1 leaves
+    // 1 unit (had they counted, the count would be 8 and a refund of 1 would leave none).
+    let r = server
+        .ask(request(
+            "shop",
+            vec![refund(descriptor(&[("client", "a")]), 1)],
+        ))
+        .await;
+    assert_eq!(r.statuses[0].limit_remaining, 1);
+}
+
+#[tokio::test]
+async fn a_full_key_table_is_unavailable_over_the_wire_unless_a_limit_fails_closed() {
+    let options = ServeOptions {
+        engine: EngineOptions {
+            shards: 1,
+            max_keys: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = TestServer::start_with(RULES, options).await;
+    assert_eq!(
+        overall(&server.ask(simple("shop", "client", "a")).await),
+        Code::Ok
+    );
+    let status = server
+        .client()
+        .await
+        .should_rate_limit(simple("shop", "client", "b"))
+        .await
+        .expect_err("no room for a second key");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // The key already tracked is still decided.
+    assert_eq!(
+        overall(&server.ask(simple("shop", "client", "a")).await),
+        Code::Ok
+    );
+}
+
+#[tokio::test]
+async fn a_denied_call_keeps_its_refund_of_a_key_it_also_charges() {
+    let server = TestServer::start(RULES).await;
+    for _ in 0..2 {
+        server.ask(simple("shop", "client", "a")).await;
+    }
+    let r = server
+        .ask(request(
+            "shop",
+            vec![
+                with_hits(descriptor(&[("client", "a")]), 1),
+                refund(descriptor(&[("client", "a")]), 2),
+                descriptor(&[("zero", "z")]),
+            ],
+        ))
+        .await;
+    assert_eq!(overall(&r), Code::OverLimit);
+    // The refund of 2 applied to the stored 2; the charge of the denied call did not.
+    let probe = request("shop", vec![with_hits(descriptor(&[("client", "a")]), 0)]);
+    assert_eq!(server.ask(probe).await.statuses[0].limit_remaining, 3);
 }
 
 #[tokio::test]

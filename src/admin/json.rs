@@ -11,29 +11,30 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 use super::AdminState;
 use crate::engine::Code;
 use crate::proto::{RateLimitRequest, RateLimitResponse};
-use crate::rls::request::to_call;
-use crate::rls::response::to_response;
+use crate::wire::{to_call, to_response};
 
 pub(super) struct JsonCodec {
-    request: Option<MessageDescriptor>,
-    response: Option<MessageDescriptor>,
+    request: MessageDescriptor,
+    response: MessageDescriptor,
 }
 
 impl JsonCodec {
-    pub fn new() -> JsonCodec {
-        let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).ok();
-        let find = |name: &str| pool.as_ref().and_then(|p| p.get_message_by_name(name));
-        JsonCodec {
-            request: find("envoy.service.ratelimit.v3.RateLimitRequest"),
-            response: find("envoy.service.ratelimit.v3.RateLimitResponse"),
-        }
+    /// Fails only if the embedded descriptors are broken: a build defect, found at start-up.
+    pub fn new() -> Result<JsonCodec, String> {
+        let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .map_err(|e| format!("embedded descriptors: {e}"))?;
+        let find = |name: &str| {
+            pool.get_message_by_name(name)
+                .ok_or_else(|| format!("embedded descriptors lack {name}"))
+        };
+        Ok(JsonCodec {
+            request: find("envoy.service.ratelimit.v3.RateLimitRequest")?,
+            response: find("envoy.service.ratelimit.v3.RateLimitResponse")?,
+        })
     }
 
     fn decode(&self, body: &[u8]) -> Result<RateLimitRequest, String> {
-        let descriptor = self
-            .request
-            .clone()
-            .ok_or("the request descriptor is missing")?;
+        let descriptor = self.request.clone();
         let mut de = serde_json::Deserializer::from_slice(body);
         let dynamic = DynamicMessage::deserialize(descriptor, &mut de)
             .map_err(|e| format!("invalid RateLimitRequest JSON: {e}"))?;
@@ -43,10 +44,7 @@ impl JsonCodec {
     }
 
     fn encode(&self, response: &RateLimitResponse) -> Result<String, String> {
-        let descriptor = self
-            .response
-            .clone()
-            .ok_or("the response descriptor is missing")?;
+        let descriptor = self.response.clone();
         let dynamic = DynamicMessage::decode(descriptor, response.encode_to_vec().as_slice())
             .map_err(|e| e.to_string())?;
         let mut out = Vec::new();

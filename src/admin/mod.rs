@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
-use crate::rls::RequestBounds;
+use crate::wire::RequestBounds;
 
 /// Whether the service is serving: set once the config is loaded and the servers are bound,
 /// cleared when draining. Read by `/healthcheck`.
@@ -61,7 +61,7 @@ pub async fn serve_admin(
         bounds: options.bounds,
         readiness,
         registry: Arc::new(registry),
-        json: Arc::new(json::JsonCodec::new()),
+        json: Arc::new(json::JsonCodec::new().map_err(std::io::Error::other)?),
     };
     let app = Router::new()
         .route("/healthcheck", get(healthcheck))

@@ -11,15 +11,16 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::plan::Plan;
-use crate::limits::Mode;
+use super::plan::{Op, Plan};
+use crate::clock::Clock;
+use crate::limits::{Counter, Mode};
 use crate::store::{KeyTableFull, MemoryCounters};
 
 pub(crate) struct Actors {
     /// `actors[..shards]` are the shard actors; the last one is the global actor.
     actors: Box<[Mutex<MemoryCounters>]>,
     shards: usize,
-    // A fixed seed per process: routing only needs to spread keys, the tables are seeded apart.
+    // A fixed seed: routing only needs to spread keys; each table has a random seed of its own.
     router: foldhash::fast::FixedState,
 }
 
@@ -51,79 +52,57 @@ impl Actors {
     }
 
     fn enter(&self, actor: usize) -> MutexGuard<'_, MemoryCounters> {
-        // A turn never panics while holding the lock; should one ever have, the counters are
-        // still whole (every write is a single assignment), so carry on with them.
+        // A turn never panics while holding a lock. Should one ever have, the table is still
+        // whole (each counter is written by a single assignment), so carry on with it.
         self.actors[actor]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides every operation of `plan` and commits them all if every deciding one fits
-    /// (refunds are committed either way). Returns whether the call was committed.
-    pub fn turn(&self, plan: &mut Plan<'_>, now: Duration) -> Result<bool, KeyTableFull> {
-        let now_secs = now.as_secs();
+    /// Decides every operation of `plan` and commits them all if every deciding one fits;
+    /// a denied call commits only its refunds. Returns whether the call was committed and the
+    /// time it was decided at.
+    ///
+    /// The clock is read once every actor of the call has been entered, so a later call on the
+    /// same counters never decides at an earlier time.
+    pub fn turn(
+        &self,
+        plan: &mut Plan<'_>,
+        clock: &dyn Clock,
+    ) -> Result<(bool, Duration), KeyTableFull> {
         let mut order: Vec<usize> = (0..plan.ops.len()).collect();
         order.sort_by_key(|&i| plan.ops[i].actor);
+        let mut turn = Turn {
+            plan,
+            order,
+            guards: Vec::new(),
+        };
+        for pos in 0..turn.order.len() {
+            let actor = turn.op(pos).actor;
+            if turn.guards.last().is_none_or(|g| g.actor != actor) {
+                turn.guards.push(Entered {
+                    actor,
+                    table: self.enter(actor),
+                    new_keys: 0,
+                });
+            }
+        }
+        let now = clock.now();
 
-        let mut guards: Vec<(usize, MutexGuard<'_, MemoryCounters>)> = Vec::new();
-        for &i in &order {
-            let actor = plan.ops[i].actor;
-            if guards.last().is_none_or(|(a, _)| *a != actor) {
-                guards.push((actor, self.enter(actor)));
-            }
+        let room = turn.decide(now);
+        let all_fit = turn
+            .plan
+            .ops
+            .iter()
+            .all(|op| !op.decides || op.verdict.is_some_and(|v| v.fits));
+        let committed = all_fit && room.is_ok();
+        if !committed {
+            // Only refunds go through: decide them again over what is stored, not over the
+            // charges of this call that are not being made.
+            turn.redecide_refunds(now);
         }
-
-        // Decide. An earlier operation of this call on the same key counts as already done.
-        let mut all_fit = true;
-        let mut room = Ok(());
-        let mut g = 0;
-        for (pos, &i) in order.iter().enumerate() {
-            let op = &plan.ops[i];
-            while guards[g].0 != op.actor {
-                g += 1;
-            }
-            let table = &mut guards[g].1;
-            let key = &plan.keys[op.key.clone()];
-            let earlier = order[..pos].iter().rev().find(|&&k| {
-                plan.ops[k].actor == op.actor && plan.keys[plan.ops[k].key.clone()] == *key
-            });
-            let count = match earlier.and_then(|&k| plan.ops[k].verdict) {
-                Some(v) => v.count_after,
-                None => op.window.current(table.get(key), now),
-            };
-            let verdict = op.window.decide(count, op.hits, op.mode, now);
-            if matches!(op.mode, Mode::Charge | Mode::Postpaid) && room.is_ok() {
-                room = table.make_room(key, now_secs);
-            }
-            all_fit &= verdict.fits || !op.decides;
-            plan.ops[i].verdict = Some(verdict);
-        }
-        if all_fit {
-            // A denied call creates no counter, so only a call that would commit needs room.
-            room?;
-        }
-
-        // Commit, in the same turn.
-        let mut g = 0;
-        for &i in &order {
-            let op = &plan.ops[i];
-            let Some(verdict) = op.verdict else { continue };
-            while guards[g].0 != op.actor {
-                g += 1;
-            }
-            let table = &mut guards[g].1;
-            let key = &plan.keys[op.key.clone()];
-            let counter = crate::limits::Counter {
-                window_end: verdict.window_end,
-                count: verdict.count_after,
-            };
-            match op.mode {
-                Mode::Charge | Mode::Postpaid if all_fit => table.put(key, counter),
-                Mode::Refund => table.update(key, counter),
-                _ => {}
-            }
-        }
-        Ok(all_fit)
+        turn.commit(committed);
+        room.map(|()| (committed, now))
     }
 
     /// Drops expired counters from every actor, one at a time.
@@ -136,5 +115,163 @@ impl Actors {
     /// Counters held right now, over all actors.
     pub fn len(&self) -> usize {
         (0..self.actors.len()).map(|a| self.enter(a).len()).sum()
+    }
+}
+
+/// An actor entered for the length of one turn.
+struct Entered<'a> {
+    actor: usize,
+    table: MutexGuard<'a, MemoryCounters>,
+    /// Keys this call would add to the table.
+    new_keys: usize,
+}
+
+/// One call's turn: its plan, its operations in actor order, and the actors it holds.
+struct Turn<'p, 'c, 'a> {
+    plan: &'p mut Plan<'c>,
+    order: Vec<usize>,
+    guards: Vec<Entered<'a>>,
+}
+
+impl Turn<'_, '_, '_> {
+    fn op(&self, pos: usize) -> &Op<'_> {
+        &self.plan.ops[self.order[pos]]
+    }
+
+    fn key(&self, pos: usize) -> &[u8] {
+        &self.plan.keys[self.op(pos).key.clone()]
+    }
+
+    fn guard_of(&self, pos: usize) -> usize {
+        let actor = self.op(pos).actor;
+        self.guards
+            .iter()
+            .position(|g| g.actor == actor)
+            .unwrap_or(0)
+    }
+
+    /// The latest operation before `pos` on the same key that `also` accepts.
+    fn earlier_on_key(&self, pos: usize, also: impl Fn(&Op<'_>) -> bool) -> Option<usize> {
+        let (actor, key) = (self.op(pos).actor, self.key(pos));
+        (0..pos)
+            .rev()
+            .find(|&k| self.op(k).actor == actor && self.key(k) == key && also(self.op(k)))
+    }
+
+    /// Decides every operation; an earlier operation of this call on the same key counts as
+    /// done. Fails if the call would need more new keys than an actor has room for.
+    fn decide(&mut self, now: Duration) -> Result<(), KeyTableFull> {
+        let mut room = Ok(());
+        for pos in 0..self.order.len() {
+            let g = self.guard_of(pos);
+            let earlier = self.earlier_on_key(pos, |_| true);
+            let op = self.op(pos);
+            let stored = op
+                .window
+                .current(self.guards[g].table.get(self.key(pos)), now);
+            let seen = match earlier.and_then(|k| self.op(k).verdict) {
+                Some(v) => Counter {
+                    window_end: v.window_end,
+                    count: v.count_after,
+                },
+                None => stored,
+            };
+            let mut verdict = op.window.decide(seen, op.hits, op.mode);
+            // The call's own charges on this key, together, may be more than it can ever hold.
+            if op.mode == Mode::Charge {
+                let own = (0..pos)
+                    .filter(|&k| self.op(k).mode == Mode::Charge)
+                    .filter(|&k| self.op(k).actor == op.actor && self.key(k) == self.key(pos))
+                    .map(|k| self.op(k).hits)
+                    .fold(op.hits, u64::saturating_add);
+                verdict.never_fits |= own > u64::from(op.window.volume);
+            }
+            // A new key needs room; a shadow limit never fails a call for want of it.
+            let creates = matches!(op.mode, Mode::Charge | Mode::Postpaid)
+                && earlier.is_none()
+                && !self.guards[g].table.contains(self.key(pos));
+            let decides = op.decides;
+            let i = self.order[pos];
+            if creates {
+                let entered = &mut self.guards[g];
+                match entered.table.make_room(entered.new_keys + 1, now.as_secs()) {
+                    Ok(()) => entered.new_keys += 1,
+                    Err(full) if decides => room = room.and(Err(full)),
+                    // No counter for this shadow limit: it counts from the next call that fits.
+                    Err(_) => {
+                        verdict.count_after = verdict.count_before;
+                        self.plan.ops[i].no_room = true;
+                    }
+                }
+            }
+            self.plan.ops[i].stored_count = stored.count;
+            self.plan.ops[i].verdict = Some(verdict);
+        }
+        room
+    }
+
+    /// Decides the refunds of a call that is not committed, chained only over its refunds.
+    fn redecide_refunds(&mut self, now: Duration) {
+        for pos in 0..self.order.len() {
+            if self.op(pos).mode != Mode::Refund {
+                continue;
+            }
+            let g = self.guard_of(pos);
+            let earlier = self.earlier_on_key(pos, |op| op.mode == Mode::Refund);
+            let op = self.op(pos);
+            let seen = match earlier.and_then(|k| self.op(k).verdict) {
+                Some(v) => Counter {
+                    window_end: v.window_end,
+                    count: v.count_after,
+                },
+                None => op
+                    .window
+                    .current(self.guards[g].table.get(self.key(pos)), now),
+            };
+            let verdict = op.window.decide(seen, op.hits, Mode::Refund);
+            let i = self.order[pos];
+            self.plan.ops[i].verdict = Some(verdict);
+        }
+    }
+
+    /// Writes the decided counts: everything when `committed`, else only refunds. Several
+    /// operations on one key write in order, so the last (cumulative) count is what stays.
+    fn commit(&mut self, committed: bool) {
+        for pos in 0..self.order.len() {
+            let g = self.guard_of(pos);
+            let op = &self.plan.ops[self.order[pos]];
+            let Some(verdict) = op.verdict else { continue };
+            let key = &self.plan.keys[op.key.clone()];
+            let counter = Counter {
+                window_end: verdict.window_end,
+                count: verdict.count_after,
+            };
+            let table = &mut self.guards[g].table;
+            match op.mode {
+                Mode::Charge | Mode::Postpaid if committed && !op.no_room => {
+                    table.put(key, counter)
+                }
+                Mode::Refund => table.update(key, counter),
+                _ => {}
+            }
+        }
+        if committed {
+            self.report_final_counts();
+        }
+    }
+
+    /// Every operation on a key reports the count the key ends the call with.
+    fn report_final_counts(&mut self) {
+        for pos in 0..self.order.len() {
+            let (actor, key) = (self.op(pos).actor, self.key(pos).to_vec());
+            let last = (pos..self.order.len())
+                .rev()
+                .find(|&k| self.op(k).actor == actor && self.key(k) == key.as_slice());
+            let final_count = last.and_then(|k| self.op(k).verdict).map(|v| v.count_after);
+            let i = self.order[pos];
+            if let (Some(count), Some(v)) = (final_count, self.plan.ops[i].verdict.as_mut()) {
+                v.count_after = count;
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ mod plan;
 mod status;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -29,7 +30,7 @@ use metrics::{DomainLabel, Outcome, RuleLabels, RuleName, RuleOutcome};
 use plan::Plan;
 
 /// What to do with a call for a domain that is not configured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UnknownDomain {
     /// Answer OK (the reference service's behaviour), log and count it.
     #[default]
@@ -87,6 +88,7 @@ impl LoadedConfig {
 
 pub struct Engine {
     config: ArcSwap<LoadedConfig>,
+    log_gate: LogGate,
     actors: Actors,
     clock: SharedClock,
     options: EngineOptions,
@@ -97,6 +99,7 @@ impl Engine {
     pub fn new(config: RateLimitConfig, clock: SharedClock, options: EngineOptions) -> Engine {
         Engine {
             config: ArcSwap::from_pointee(LoadedConfig::new(config)),
+            log_gate: LogGate::default(),
             actors: Actors::new(options.shards, options.max_keys),
             options: options.clone(),
             clock,
@@ -123,22 +126,20 @@ impl Engine {
         let loaded = self.config.load();
         let Some(domain) = loaded.rules.domain(call.domain) else {
             self.metrics.unknown_domain.inc();
-            tracing::warn!(domain = call.domain, "call for an unknown domain");
+            if self.log_gate.open(self.clock.now()) {
+                // The name comes from the client: log a bounded prefix of it.
+                let name: String = call.domain.chars().take(64).collect();
+                tracing::warn!(
+                    domain = name,
+                    "call for an unknown domain (logged once a second)"
+                );
+            }
             return Ok(self.shadowed(unknown_domain(call, self.options.unknown_domain)));
         };
-        let now = self.clock.now();
         let mut plan = Plan::build(domain, call, &self.actors);
-        let decision = match self.actors.turn(&mut plan, now) {
-            Ok(committed) => status::decide(&plan, committed, now),
-            Err(full) if plan.has_fail_closed() => {
-                tracing::error!(domain = call.domain, error = %full, "failing closed");
-                self.metrics.count(call.domain, Outcome::FailedClosed);
-                return Ok(self.shadowed(deny_all(call)));
-            }
-            Err(full) => {
-                self.metrics.count(call.domain, Outcome::Unavailable);
-                return Err(full.into());
-            }
+        let decision = match self.actors.turn(&mut plan, self.clock.as_ref()) {
+            Ok((committed, now)) => status::decide(&plan, committed, now),
+            Err(full) => return self.internal_failure(call, &plan, full),
         };
         let shadow_denials = plan
             .ops
@@ -160,6 +161,34 @@ impl Engine {
         self.metrics.count(call.domain, outcome);
         self.count_rules(domain, call, &plan, &decision);
         Ok(self.shadowed(decision))
+    }
+
+    /// A call the actors could not decide: a denial where a limit fails closed, else an error
+    /// for the caller to turn into UNAVAILABLE; in service-wide shadow mode, OK regardless.
+    fn internal_failure(
+        &self,
+        call: &Call<'_>,
+        plan: &Plan<'_>,
+        failure: KeyTableFull,
+    ) -> Result<Decision, EngineError> {
+        let fail_closed = plan.has_fail_closed();
+        if self.log_gate.open(self.clock.now()) {
+            tracing::error!(error = %failure, fail_closed, "cannot decide (logged once a second)");
+        }
+        let outcome = if fail_closed {
+            Outcome::FailedClosed
+        } else {
+            Outcome::Unavailable
+        };
+        self.metrics.count(call.domain, outcome);
+        if self.options.shadow {
+            return Ok(unknown_domain(call, UnknownDomain::Allow));
+        }
+        if fail_closed {
+            Ok(deny_all(call))
+        } else {
+            Err(failure.into())
+        }
     }
 
     /// Counts each matched descriptor under its rule's metric name.
@@ -272,5 +301,18 @@ fn deny_all(call: &Call<'_>) -> Decision {
             })
             .collect(),
         denied_by_global: None,
+    }
+}
+
+/// Lets a log line through at most once a second, so that a client cannot flood the log.
+#[derive(Debug, Default)]
+struct LogGate {
+    last_second: AtomicU64,
+}
+
+impl LogGate {
+    fn open(&self, now: Duration) -> bool {
+        let second = now.as_secs() + 1; // never 0, so the first call always logs
+        self.last_second.swap(second, Ordering::Relaxed) != second
     }
 }

@@ -23,8 +23,12 @@ pub(crate) struct Op<'c> {
     pub decides: bool,
     pub fail_closed: bool,
     pub source: LimitSource<'c>,
-    /// Set by the actors' turn.
+    /// Set by the actors' turn: this operation's decision, and the count stored before the
+    /// call (what a denied call reports).
     pub verdict: Option<Verdict>,
+    pub stored_count: u64,
+    /// A shadow limit that found no room for a new counter: it is not written.
+    pub no_room: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +120,8 @@ impl<'c> Plan<'c> {
                     fail_closed: false,
                     source: LimitSource::Override(o),
                     verdict: None,
+                    stored_count: 0,
+                    no_room: false,
                 });
             } else if let Some(m) = matched {
                 for (index, limit) in m.node.limits.iter().enumerate() {
@@ -148,6 +154,8 @@ impl<'c> Plan<'c> {
                         fail_closed: limit.fail == FailMode::Closed,
                         source: LimitSource::Rule(limit),
                         verdict: None,
+                        stored_count: 0,
+                        no_room: false,
                     });
                 }
             }
@@ -175,6 +183,8 @@ impl<'c> Plan<'c> {
                     fail_closed: true,
                     source: LimitSource::Global(cap),
                     verdict: None,
+                    stored_count: 0,
+                    no_room: false,
                 });
             }
         }
@@ -248,10 +258,11 @@ enum KeySlot {
     Override(LimitOverride),
 }
 
+/// A refund wins over a probe: a refund of 0 is a no-op that never denies.
 fn descriptor_mode(d: &CallDescriptor<'_>) -> Mode {
     match (d.hits, d.refund) {
-        (Some(0), _) => Mode::Probe,
         (_, true) => Mode::Refund,
+        (Some(0), _) => Mode::Probe,
         _ => Mode::Charge,
     }
 }

@@ -30,13 +30,14 @@ fn denies(op: &Op<'_>) -> bool {
     op.decides && op.verdict.is_some_and(|v| !v.fits)
 }
 
-/// The count `op` stands at once the call is over.
+/// What `op` has left once the call is over: after counting if it was committed (or is a
+/// refund, which goes through regardless), else as stored before the call.
 fn remaining(op: &Op<'_>, committed: bool) -> u32 {
     let Some(v) = op.verdict else { return 0 };
     let count = if committed || op.mode == Mode::Refund {
         v.count_after
     } else {
-        v.count_before
+        op.stored_count
     };
     u64::from(op.window.volume)
         .saturating_sub(count)

@@ -45,7 +45,7 @@ pub struct Verdict {
     pub fits: bool,
     /// No amount of waiting makes this call fit (volume 0, or more hits than the volume).
     pub never_fits: bool,
-    /// The count in the current window before this call.
+    /// The count this operation saw.
     pub count_before: u64,
     /// The count if the call is committed.
     pub count_after: u64,
@@ -61,38 +61,40 @@ impl FixedWindow {
         secs - secs % unit + unit
     }
 
-    /// The count `state` holds in the window containing `now`.
-    pub fn current(&self, state: Option<&Counter>, now: Duration) -> u64 {
+    /// The current window's state, given what is stored. A stored window that ends *later*
+    /// than `now`'s is still the current one: a window never goes backwards, even when the
+    /// clock does (a step back, or a caller that read the clock just before a boundary).
+    pub fn current(&self, state: Option<&Counter>, now: Duration) -> Counter {
         let end = self.window_end(now);
         match state {
-            Some(c) if c.window_end == end => c.count,
-            _ => 0,
+            Some(c) if c.window_end >= end => *c,
+            _ => Counter {
+                window_end: end,
+                count: 0,
+            },
         }
     }
 
-    /// Decides one counter for `hits` units, given the count already in the window (which
-    /// includes anything earlier parts of the same call will add).
-    pub fn decide(&self, count_before: u64, hits: u64, mode: Mode, now: Duration) -> Verdict {
+    /// Decides one counter for `hits` units, given the window's state as this operation sees
+    /// it (including anything earlier parts of the same call add).
+    pub fn decide(&self, current: Counter, hits: u64, mode: Mode) -> Verdict {
         let volume = u64::from(self.volume);
+        let count = current.count;
         let (fits, never_fits, count_after) = match mode {
             Mode::Charge => {
-                let after = count_before.saturating_add(hits);
+                let after = count.saturating_add(hits);
                 (after <= volume, hits > volume, after)
             }
-            Mode::Postpaid => (
-                count_before < volume,
-                volume == 0,
-                count_before.saturating_add(hits),
-            ),
-            Mode::Probe => (count_before < volume, volume == 0, count_before),
-            Mode::Refund => (true, false, count_before.saturating_sub(hits)),
+            Mode::Postpaid => (count < volume, volume == 0, count.saturating_add(hits)),
+            Mode::Probe => (count < volume, volume == 0, count),
+            Mode::Refund => (true, false, count.saturating_sub(hits)),
         };
         Verdict {
             fits,
             never_fits,
-            count_before,
+            count_before: count,
             count_after,
-            window_end: self.window_end(now),
+            window_end: current.window_end,
         }
     }
 }
@@ -124,71 +126,101 @@ mod tests {
         assert_eq!(week.window_end(at(3 * 86_400)), 7 * 86_400);
     }
 
+    fn window(window_end: u64, count: u64) -> Counter {
+        Counter { window_end, count }
+    }
+
     #[test]
     fn a_counter_of_a_past_window_counts_zero() {
-        let state = Counter {
-            window_end: 60,
-            count: 5,
-        };
-        assert_eq!(MINUTE.current(Some(&state), at(59)), 5);
-        assert_eq!(MINUTE.current(Some(&state), at(60)), 0);
-        assert_eq!(MINUTE.current(None, at(10)), 0);
+        let state = window(60, 5);
+        assert_eq!(MINUTE.current(Some(&state), at(59)), state);
+        assert_eq!(MINUTE.current(Some(&state), at(60)), window(120, 0));
+        assert_eq!(MINUTE.current(None, at(10)), window(60, 0));
         assert!(state.is_live(59));
         assert!(!state.is_live(60));
     }
 
     #[test]
+    fn a_window_never_goes_backwards() {
+        // Counted in the window ending at 120; a caller whose clock still says 59.999 s sees
+        // that window, not an empty one that would overwrite it.
+        let state = window(120, 4);
+        assert_eq!(
+            MINUTE.current(Some(&state), Duration::from_millis(59_999)),
+            state
+        );
+    }
+
+    #[test]
+    fn month_and_year_windows_are_30_and_365_days_from_the_epoch() {
+        let month = FixedWindow {
+            volume: 1,
+            unit_secs: 2_592_000,
+        };
+        let year = FixedWindow {
+            volume: 1,
+            unit_secs: 31_536_000,
+        };
+        // 1970-01-31T00:00Z is the first month boundary, 1971-01-01 the first year boundary.
+        assert_eq!(month.window_end(at(0)), 30 * 86_400);
+        assert_eq!(month.window_end(at(30 * 86_400)), 60 * 86_400);
+        assert_eq!(year.window_end(at(364 * 86_400)), 365 * 86_400);
+        // 2026-12-04T00:00Z (day 20791): the current 30-day window started on day 20790.
+        assert_eq!(month.window_end(at(20_791 * 86_400)), 20_820 * 86_400);
+    }
+
+    #[test]
     fn charge_fits_up_to_the_volume_exactly() {
-        let v = MINUTE.decide(4, 1, Mode::Charge, at(1));
+        let v = MINUTE.decide(window(60, 4), 1, Mode::Charge);
         assert!(v.fits && !v.never_fits);
         assert_eq!((v.count_before, v.count_after, v.window_end), (4, 5, 60));
-        let v = MINUTE.decide(5, 1, Mode::Charge, at(1));
+        let v = MINUTE.decide(window(60, 5), 1, Mode::Charge);
         assert!(!v.fits && !v.never_fits);
-        let v = MINUTE.decide(3, 3, Mode::Charge, at(1));
+        let v = MINUTE.decide(window(60, 3), 3, Mode::Charge);
         assert!(!v.fits);
     }
 
     #[test]
     fn more_hits_than_the_volume_never_fit() {
-        let v = MINUTE.decide(0, 6, Mode::Charge, at(1));
+        let v = MINUTE.decide(window(60, 0), 6, Mode::Charge);
         assert!(!v.fits && v.never_fits);
         let zero = FixedWindow {
             volume: 0,
             unit_secs: 60,
         };
         for mode in [Mode::Charge, Mode::Postpaid, Mode::Probe] {
-            let v = zero.decide(0, 1, mode, at(1));
+            let v = zero.decide(window(60, 0), 1, mode);
             assert!(!v.fits && v.never_fits, "{mode:?}");
         }
     }
 
     #[test]
     fn postpaid_denies_only_once_the_volume_is_reached_and_counts_past_it() {
-        let v = MINUTE.decide(4, 100, Mode::Postpaid, at(1));
+        let v = MINUTE.decide(window(60, 4), 100, Mode::Postpaid);
         assert!(v.fits);
         assert_eq!(v.count_after, 104);
-        assert!(!MINUTE.decide(5, 1, Mode::Postpaid, at(1)).fits);
+        assert!(!MINUTE.decide(window(60, 5), 1, Mode::Postpaid).fits);
     }
 
     #[test]
     fn probe_needs_one_unit_and_counts_nothing() {
-        let v = MINUTE.decide(4, 0, Mode::Probe, at(1));
+        let v = MINUTE.decide(window(60, 4), 0, Mode::Probe);
         assert!(v.fits);
         assert_eq!(v.count_after, 4);
-        assert!(!MINUTE.decide(5, 0, Mode::Probe, at(1)).fits);
+        assert!(!MINUTE.decide(window(60, 5), 0, Mode::Probe).fits);
     }
 
     #[test]
     fn refund_never_denies_and_clamps_at_zero() {
-        let v = MINUTE.decide(5, 2, Mode::Refund, at(1));
+        let v = MINUTE.decide(window(60, 5), 2, Mode::Refund);
         assert!(v.fits);
         assert_eq!(v.count_after, 3);
-        assert_eq!(MINUTE.decide(1, 7, Mode::Refund, at(1)).count_after, 0);
+        assert_eq!(MINUTE.decide(window(60, 1), 7, Mode::Refund).count_after, 0);
     }
 
     #[test]
     fn saturates_instead_of_overflowing() {
-        let v = MINUTE.decide(u64::MAX, u64::MAX, Mode::Charge, at(1));
+        let v = MINUTE.decide(window(60, u64::MAX), u64::MAX, Mode::Charge);
         assert!(!v.fits);
         assert_eq!(v.count_after, u64::MAX);
     }

@@ -15,6 +15,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// How long accepting pauses after it fails.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A connection that holds one of the bounded slots until it is dropped.
 pub struct BoundedConn {
     stream: TcpStream,
@@ -52,8 +55,12 @@ pub fn bounded_incoming(
                     })
                 }
                 Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
                     tracing::warn!(error = %e, "accepting a gRPC connection failed");
-                    continue;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    }
                 }
             };
             if tx.send(conn).await.is_err() {

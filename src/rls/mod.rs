@@ -4,8 +4,6 @@
 //! [`crate::engine::Decision`]; it decides nothing itself.
 
 pub mod connections;
-pub mod request;
-pub mod response;
 mod service;
 
 use std::sync::Arc;
@@ -18,11 +16,11 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
-pub use request::RequestBounds;
 pub use service::RlsService;
 
 use crate::engine::Engine;
 use crate::proto::RateLimitServiceServer;
+use crate::wire::RequestBounds;
 
 /// The names health is reported under: all services (""), the reference service's name, and
 /// the full service name.

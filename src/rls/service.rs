@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::request::{RequestBounds, to_call};
-use super::response::to_response;
 use crate::engine::{Engine, EngineError};
 use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
+use crate::wire::{RequestBounds, to_call, to_response};
 
 pub struct RlsService {
     engine: Arc<Engine>,

@@ -42,17 +42,22 @@ impl MemoryCounters {
         self.map.is_empty()
     }
 
-    /// Whether `key` can be stored: it is there already, or there is room for it (after
-    /// dropping expired counters, at most once a second so a full table costs no more).
-    pub fn make_room(&mut self, key: &[u8], now_secs: u64) -> Result<(), KeyTableFull> {
-        if self.map.len() < self.capacity || self.map.contains_key(key) {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Whether `new_keys` more keys fit (after dropping expired counters, at most once a
+    /// second, so that a full table costs no more than an empty one).
+    pub fn make_room(&mut self, new_keys: usize, now_secs: u64) -> Result<(), KeyTableFull> {
+        let fits = |table: &Self| table.map.len().saturating_add(new_keys) <= table.capacity;
+        if fits(self) {
             return Ok(());
         }
         if self.last_full_sweep != now_secs {
             self.last_full_sweep = now_secs;
             self.sweep(now_secs);
         }
-        if self.map.len() < self.capacity {
+        if fits(self) {
             Ok(())
         } else {
             Err(KeyTableFull {
@@ -61,7 +66,7 @@ impl MemoryCounters {
         }
     }
 
-    /// Stores `counter` under `key`; call [`Self::make_room`] first for a new key.
+    /// Stores `counter` under `key`; for a new key, check [`Self::make_room`] first.
     pub fn put(&mut self, key: &[u8], counter: Counter) {
         match self.map.get_mut(key) {
             Some(slot) => *slot = counter,
@@ -99,16 +104,16 @@ mod tests {
 
     #[test]
     fn the_key_bound_holds_and_expired_keys_make_room() {
-        let mut table = MemoryCounters::new(2);
+        let mut table = MemoryCounters::new(3);
+        assert!(table.make_room(3, 0).is_ok());
+        assert_eq!(table.make_room(4, 0), Err(KeyTableFull { capacity: 3 }));
         for key in [b"a", b"b"] {
-            table.make_room(key, 0).unwrap();
             table.put(key, counter(60));
         }
-        assert_eq!(table.make_room(b"c", 10), Err(KeyTableFull { capacity: 2 }));
-        // An existing key always fits.
-        assert!(table.make_room(b"a", 10).is_ok());
+        assert!(table.make_room(1, 10).is_ok());
+        assert_eq!(table.make_room(2, 10), Err(KeyTableFull { capacity: 3 }));
         // Once the windows have ended, the sweep inside make_room frees the table.
-        assert!(table.make_room(b"c", 60).is_ok());
+        assert!(table.make_room(3, 60).is_ok());
         assert!(table.is_empty());
     }
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use tollgate::clock::ManualClock;
-use tollgate::config::{LoadOptions, load::load_sources};
+use tollgate::config::{LoadOptions, RateLimitConfig, load::load_sources};
 use tollgate::proto::rate_limit_descriptor::{Entry, RateLimitOverride};
 use tollgate::proto::rate_limit_response::{Code, DescriptorStatus};
 use tollgate::proto::{
@@ -27,6 +27,8 @@ pub struct TestServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub clock: Arc<ManualClock>,
+    /// Sends a replacement config, as the binary does on SIGHUP.
+    pub reload: mpsc::Sender<RateLimitConfig>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -37,11 +39,7 @@ impl TestServer {
     }
 
     pub async fn start_with(yaml: &str, options: ServeOptions) -> TestServer {
-        let config = load_sources(
-            &[("test.yaml".to_owned(), yaml.to_owned())],
-            &LoadOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("test config does not load:\n{e}"));
+        let config = config(yaml);
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_addr = grpc.local_addr().unwrap();
@@ -52,13 +50,23 @@ impl TestServer {
             grpc,
             admin: Some(admin),
         };
-        let task = tokio::spawn(serve(listeners, config, clock.clone(), options, async {
+        let (reload, reloads) = mpsc::channel(1);
+        let shutdown = async {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(serve(
+            listeners,
+            config,
+            clock.clone(),
+            options,
+            reloads,
+            shutdown,
+        ));
         TestServer {
             grpc_addr,
             http_addr,
             clock,
+            reload,
             stop: Some(stop),
             task,
         }
@@ -101,6 +109,15 @@ impl TestServer {
         }
         (&mut self.task).await.expect("serve task panicked")
     }
+}
+
+/// Loads a test config from YAML text.
+pub fn config(yaml: &str) -> RateLimitConfig {
+    load_sources(
+        &[("test.yaml".to_owned(), yaml.to_owned())],
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("test config does not load:\n{e}"))
 }
 
 /// A descriptor of `key=value` entries.
