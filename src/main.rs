@@ -75,6 +75,9 @@ struct ServeArgs {
     /// Most counters held at once; past it, new keys fail (closed where a limit says so).
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = 1_000_000)]
     max_keys: usize,
+    /// Most rule metric series naming request values (detailed_metric, value_to_metric).
+    #[arg(long, env = "TOLLGATE_MAX_VALUE_SERIES", default_value_t = 10_000)]
+    max_value_series: usize,
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
     #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
@@ -215,6 +218,7 @@ fn serve_options(args: &ServeArgs) -> ServeOptions {
             max_keys: args.max_keys,
             unknown_domain: args.unknown_domain,
             shadow: args.shadow,
+            max_value_series: args.max_value_series,
         },
         grpc: GrpcOptions {
             request: RequestBounds {

@@ -74,6 +74,8 @@ pub async fn serve(
     let mut registry = Registry::default();
     engine.metrics().register(&mut registry);
     let (reporter, health) = tonic_health::server::health_reporter();
+    // tonic-health starts "" as SERVING; nothing is, until every server is up.
+    set_health(&reporter, ServingStatus::NotServing).await;
     let readiness = Arc::new(Readiness::default());
     let stop = CancellationToken::new();
 

@@ -121,3 +121,53 @@ async fn metrics_count_decisions_by_domain_and_outcome() {
         "{text}"
     );
 }
+
+const RULE_METRICS: &str = r#"
+domain: m
+descriptors:
+  - key: ip
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: route
+    value_to_metric: true
+    descriptors:
+      - key: method
+        rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: user
+    detailed_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 10}
+"#;
+
+#[tokio::test]
+async fn rule_metrics_name_values_only_where_asked_and_within_a_bound() {
+    let options = tollgate::server::ServeOptions {
+        engine: tollgate::engine::EngineOptions {
+            max_value_series: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = TestServer::start_with(RULE_METRICS, options).await;
+    for ip in ["1.1.1.1", "2.2.2.2", "1.1.1.1"] {
+        server.ask(simple("m", "ip", ip)).await;
+    }
+    server
+        .ask(request("m", vec![descriptor(&[("route", "/a"), ("method", "GET")])]))
+        .await;
+    for user in ["bob", "eve"] {
+        server.ask(simple("m", "user", user)).await;
+    }
+    let text = reqwest::get(server.http_url("/metrics")).await.unwrap().text().await.unwrap();
+    let has = |series: &str| text.lines().any(|l| l == series);
+    // Config names for plain rules: client values never become labels.
+    assert!(has(r#"tollgate_rule_decisions_total{rule="m.ip",outcome="ok"} 2"#), "{text}");
+    assert!(has(r#"tollgate_rule_decisions_total{rule="m.ip",outcome="over_limit"} 1"#), "{text}");
+    // value_to_metric names the value at its level; detailed_metric names every value.
+    assert!(
+        has(r#"tollgate_rule_decisions_total{rule="m.route_/a.method",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(has(r#"tollgate_rule_decisions_total{rule="m.user_bob",outcome="ok"} 1"#), "{text}");
+    // The bound of 2 value series is reached: eve is counted under the rule's config name.
+    assert!(has(r#"tollgate_rule_decisions_total{rule="m.user",outcome="ok"} 1"#), "{text}");
+    assert!(has("tollgate_value_series_overflow_total 1"), "{text}");
+}

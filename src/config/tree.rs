@@ -6,6 +6,7 @@
 //! siblings of one key are tried in turn.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::model::{DescriptorRule, Domain, GlobalCap, Limit, RateLimitConfig};
 
@@ -30,6 +31,16 @@ pub struct Node {
     pub limits: Vec<Limit>,
     /// The wildcard pattern every matching value is counted under (`share_threshold`).
     pub shared_value: Option<String>,
+    /// The rule's name in metrics, as the reference service forms it from the config:
+    /// `domain.key1_value1.subkey1` (a key-only level is just its key).
+    pub metric_name: Arc<str>,
+    /// Metrics for this rule name the request's values (`detailed_metric` here, or
+    /// `value_to_metric` on a level of its path): see [`DomainRules::metric_name`].
+    pub metric_has_values: bool,
+    /// This level's part of the metric name, and whether it shows the request's value.
+    segment: String,
+    value_to_metric: bool,
+    detailed_metric: bool,
     children: Level,
 }
 
@@ -74,7 +85,7 @@ impl RuleTree {
 impl DomainRules {
     fn build(domain: &Domain) -> DomainRules {
         let mut nodes = Vec::new();
-        let root = build_level(&domain.descriptors, &mut nodes);
+        let root = build_level(&domain.descriptors, &domain.name, false, &mut nodes);
         DomainRules {
             name: domain.name.clone(),
             global: domain.global.clone(),
@@ -112,6 +123,38 @@ impl DomainRules {
     }
 }
 
+impl DomainRules {
+    /// The metric name of the rule `entries` match, with the request's values where the
+    /// config asks for them: every level under `detailed_metric`, a `value_to_metric` level
+    /// otherwise (unless it shares a counter under `share_threshold`, which names the pattern).
+    pub fn metric_name<'a>(
+        &self,
+        entries: impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Option<String> {
+        let last = entries.len().checked_sub(1)?;
+        let mut path = Vec::with_capacity(entries.len());
+        let mut level = &self.root;
+        for (key, value) in entries.clone() {
+            let (id, _) = level.by_key.get(key)?.find(value)?;
+            path.push(&self.nodes[id]);
+            level = &self.nodes[id].children;
+        }
+        let detailed = path.get(last)?.detailed_metric;
+        let mut name = self.name.clone();
+        for (node, (key, value)) in path.iter().zip(entries) {
+            name.push('.');
+            if detailed || (node.value_to_metric && node.shared_value.is_none()) {
+                name.push_str(key);
+                name.push('_');
+                name.push_str(value);
+            } else {
+                name.push_str(&node.segment);
+            }
+        }
+        Some(name)
+    }
+}
+
 impl KeyRules {
     /// The rule for `value`, and whether it was reached by a wildcard.
     fn find(&self, value: &str) -> Option<(NodeId, bool)> {
@@ -125,15 +168,33 @@ impl KeyRules {
     }
 }
 
-fn build_level(rules: &[DescriptorRule], nodes: &mut Vec<Node>) -> Level {
+fn build_level(
+    rules: &[DescriptorRule],
+    parent_name: &str,
+    parent_has_values: bool,
+    nodes: &mut Vec<Node>,
+) -> Level {
     let mut level = Level::default();
     for rule in rules {
-        let children = build_level(&rule.descriptors, nodes);
         let pattern = rule.value.as_deref().filter(|v| v.contains('*'));
+        let shared_value = pattern.filter(|_| rule.share_threshold).map(str::to_owned);
+        let segment = match &rule.value {
+            Some(value) => format!("{}_{value}", rule.key),
+            None => rule.key.clone(),
+        };
+        let metric_name: Arc<str> = format!("{parent_name}.{segment}").into();
+        let has_values =
+            parent_has_values || (rule.value_to_metric && shared_value.is_none());
+        let children = build_level(&rule.descriptors, &metric_name, has_values, nodes);
         let id = nodes.len();
         nodes.push(Node {
             limits: rule.limits.clone(),
-            shared_value: pattern.filter(|_| rule.share_threshold).map(str::to_owned),
+            shared_value,
+            metric_name,
+            metric_has_values: has_values || rule.detailed_metric,
+            segment,
+            value_to_metric: rule.value_to_metric,
+            detailed_metric: rule.detailed_metric,
             children,
         });
         let entry = level.by_key.entry(rule.key.clone()).or_default();

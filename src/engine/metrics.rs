@@ -1,7 +1,9 @@
 //! The engine's counters for `/metrics`. Labels are typed and drawn from the configuration
 //! (domain names that were loaded) or from fixed sets, never from raw client values.
 
+use std::collections::HashSet;
 use std::fmt::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -38,7 +40,73 @@ pub struct DomainLabel {
     pub domain: String,
 }
 
-#[derive(Clone, Debug, Default)]
+/// A rule's metric name (cheap to clone: shared with the compiled rules).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RuleName(pub Arc<str>);
+
+impl EncodeLabelValue for RuleName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RuleOutcome {
+    Ok,
+    OverLimit,
+    /// OK, but a shadow-mode limit of the rule would have denied.
+    ShadowOverLimit,
+}
+
+impl EncodeLabelValue for RuleOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            RuleOutcome::Ok => "ok",
+            RuleOutcome::OverLimit => "over_limit",
+            RuleOutcome::ShadowOverLimit => "shadow_over_limit",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: RuleName,
+    pub outcome: RuleOutcome,
+}
+
+/// Rule names that carry request values (`detailed_metric`, `value_to_metric`) come from
+/// clients, so their number is bounded: past the bound, a call counts under its rule's
+/// config name and the overflow is counted.
+#[derive(Debug)]
+pub struct ValueSeries {
+    seen: Mutex<HashSet<Arc<str>>>,
+    max: usize,
+}
+
+impl ValueSeries {
+    pub fn new(max: usize) -> ValueSeries {
+        ValueSeries {
+            seen: Mutex::new(HashSet::new()),
+            max,
+        }
+    }
+
+    /// `name` if it is already tracked or there is room for it.
+    pub fn admit(&self, name: String) -> Option<Arc<str>> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = seen.get(name.as_str()) {
+            return Some(known.clone());
+        }
+        if seen.len() >= self.max {
+            return None;
+        }
+        let name: Arc<str> = name.into();
+        seen.insert(name.clone());
+        Some(name)
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct EngineMetrics {
     /// Calls by configured domain and outcome.
     pub decisions: Family<DecisionLabels, Counter>,
@@ -48,6 +116,25 @@ pub struct EngineMetrics {
     pub unknown_domain: Counter,
     /// Expired counters dropped by the sweeper.
     pub swept_counters: Counter,
+    /// Descriptors by the rule they matched and what it decided.
+    pub rule_decisions: Family<RuleLabels, Counter>,
+    /// Calls counted under a rule's config name because the value series were full.
+    pub value_series_overflow: Counter,
+    pub value_series: Arc<ValueSeries>,
+}
+
+impl EngineMetrics {
+    pub fn new(max_value_series: usize) -> EngineMetrics {
+        EngineMetrics {
+            decisions: Family::default(),
+            shadow_denials: Family::default(),
+            unknown_domain: Counter::default(),
+            swept_counters: Counter::default(),
+            rule_decisions: Family::default(),
+            value_series_overflow: Counter::default(),
+            value_series: Arc::new(ValueSeries::new(max_value_series)),
+        }
+    }
 }
 
 impl EngineMetrics {
@@ -71,6 +158,16 @@ impl EngineMetrics {
             "tollgate_swept_counters",
             "Expired counters dropped by the periodic sweep",
             self.swept_counters.clone(),
+        );
+        registry.register(
+            "tollgate_rule_decisions",
+            "Descriptors by matched rule (the reference's stats key) and outcome",
+            self.rule_decisions.clone(),
+        );
+        registry.register(
+            "tollgate_value_series_overflow",
+            "Rule metrics that could not name request values: too many series",
+            self.value_series_overflow.clone(),
         );
     }
 

@@ -25,7 +25,7 @@ use crate::clock::SharedClock;
 use crate::config::{RateLimitConfig, RuleTree};
 use crate::store::KeyTableFull;
 use actors::Actors;
-use metrics::{DomainLabel, Outcome};
+use metrics::{DomainLabel, Outcome, RuleLabels, RuleName, RuleOutcome};
 use plan::Plan;
 
 /// What to do with a call for a domain that is not configured.
@@ -47,6 +47,8 @@ pub struct EngineOptions {
     pub unknown_domain: UnknownDomain,
     /// Service-wide shadow mode: decide and count as usual, but always answer OK.
     pub shadow: bool,
+    /// Bound on rule metric series that name request values (`detailed_metric`).
+    pub max_value_series: usize,
 }
 
 impl Default for EngineOptions {
@@ -56,6 +58,7 @@ impl Default for EngineOptions {
             max_keys: 1_000_000,
             unknown_domain: UnknownDomain::Allow,
             shadow: false,
+            max_value_series: 10_000,
         }
     }
 }
@@ -95,9 +98,9 @@ impl Engine {
         Engine {
             config: ArcSwap::from_pointee(LoadedConfig::new(config)),
             actors: Actors::new(options.shards, options.max_keys),
+            options: options.clone(),
             clock,
-            options,
-            metrics: EngineMetrics::default(),
+            metrics: EngineMetrics::new(options.max_value_series),
         }
     }
 
@@ -155,7 +158,48 @@ impl Engine {
             Code::OverLimit => Outcome::OverLimit,
         };
         self.metrics.count(call.domain, outcome);
+        self.count_rules(domain, call, &plan, &decision);
         Ok(self.shadowed(decision))
+    }
+
+    /// Counts each matched descriptor under its rule's metric name.
+    fn count_rules(
+        &self,
+        domain: &crate::config::DomainRules,
+        call: &Call<'_>,
+        plan: &Plan<'_>,
+        decision: &Decision,
+    ) {
+        let per_descriptor = plan.descriptors.iter().zip(&call.descriptors);
+        for ((d, descriptor), status) in per_descriptor.zip(&decision.statuses) {
+            let Some(rule) = d.rule else { continue };
+            let shadow_denied = plan.ops[d.ops.clone()]
+                .iter()
+                .any(|op| !op.decides && op.verdict.is_some_and(|v| !v.fits));
+            let outcome = match status.code {
+                Code::OverLimit => RuleOutcome::OverLimit,
+                Code::Ok if shadow_denied => RuleOutcome::ShadowOverLimit,
+                Code::Ok => RuleOutcome::Ok,
+            };
+            let name = if rule.metric_has_values {
+                let admitted = domain
+                    .metric_name(descriptor.entries.iter().copied())
+                    .and_then(|n| self.metrics.value_series.admit(n));
+                admitted.unwrap_or_else(|| {
+                    self.metrics.value_series_overflow.inc();
+                    rule.metric_name.clone()
+                })
+            } else {
+                rule.metric_name.clone()
+            };
+            self.metrics
+                .rule_decisions
+                .get_or_create(&RuleLabels {
+                    rule: RuleName(name),
+                    outcome,
+                })
+                .inc();
+        }
     }
 
     /// Drops the counters of windows that have ended; returns how many.

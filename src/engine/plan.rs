@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use super::actors::Actors;
 use super::call::{Call, CallDescriptor, LimitOverride, ReportedLimit};
-use crate::config::{DomainRules, FailMode, GlobalCap, Limit, LimitPolicy, Unit};
+use crate::config::{DomainRules, FailMode, GlobalCap, Limit, LimitPolicy, Node, Unit};
 use crate::limits::{FixedWindow, Mode, Verdict};
 
 /// One counter the call touches.
@@ -60,17 +60,19 @@ impl LimitSource<'_> {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct DescriptorPlan {
+pub(crate) struct DescriptorPlan<'c> {
     pub ops: Range<usize>,
     /// An `unlimited` rule matched: OK with no counter.
     pub unlimited: bool,
+    /// The rule the descriptor matched, if any.
+    pub rule: Option<&'c Node>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Plan<'c> {
     pub keys: Vec<u8>,
     pub ops: Vec<Op<'c>>,
-    pub descriptors: Vec<DescriptorPlan>,
+    pub descriptors: Vec<DescriptorPlan<'c>>,
     /// `ops[global_from..]` are the domain's global caps.
     pub global_from: usize,
 }
@@ -152,6 +154,7 @@ impl<'c> Plan<'c> {
             plan.descriptors.push(DescriptorPlan {
                 ops: start..plan.ops.len(),
                 unlimited,
+                rule: matched.as_ref().map(|m| m.node),
             });
         }
 
