@@ -151,23 +151,43 @@ async fn rule_metrics_name_values_only_where_asked_and_within_a_bound() {
         server.ask(simple("m", "ip", ip)).await;
     }
     server
-        .ask(request("m", vec![descriptor(&[("route", "/a"), ("method", "GET")])]))
+        .ask(request(
+            "m",
+            vec![descriptor(&[("route", "/a"), ("method", "GET")])],
+        ))
         .await;
     for user in ["bob", "eve"] {
         server.ask(simple("m", "user", user)).await;
     }
-    let text = reqwest::get(server.http_url("/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let has = |series: &str| text.lines().any(|l| l == series);
     // Config names for plain rules: client values never become labels.
-    assert!(has(r#"tollgate_rule_decisions_total{rule="m.ip",outcome="ok"} 2"#), "{text}");
-    assert!(has(r#"tollgate_rule_decisions_total{rule="m.ip",outcome="over_limit"} 1"#), "{text}");
+    assert!(
+        has(r#"tollgate_rule_decisions_total{rule="m.ip",outcome="ok"} 2"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"tollgate_rule_decisions_total{rule="m.ip",outcome="over_limit"} 1"#),
+        "{text}"
+    );
     // value_to_metric names the value at its level; detailed_metric names every value.
     assert!(
         has(r#"tollgate_rule_decisions_total{rule="m.route_/a.method",outcome="ok"} 1"#),
         "{text}"
     );
-    assert!(has(r#"tollgate_rule_decisions_total{rule="m.user_bob",outcome="ok"} 1"#), "{text}");
+    assert!(
+        has(r#"tollgate_rule_decisions_total{rule="m.user_bob",outcome="ok"} 1"#),
+        "{text}"
+    );
     // The bound of 2 value series is reached: eve is counted under the rule's config name.
-    assert!(has(r#"tollgate_rule_decisions_total{rule="m.user",outcome="ok"} 1"#), "{text}");
+    assert!(
+        has(r#"tollgate_rule_decisions_total{rule="m.user",outcome="ok"} 1"#),
+        "{text}"
+    );
     assert!(has("tollgate_value_series_overflow_total 1"), "{text}");
 }

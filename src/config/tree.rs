@@ -183,8 +183,7 @@ fn build_level(
             None => rule.key.clone(),
         };
         let metric_name: Arc<str> = format!("{parent_name}.{segment}").into();
-        let has_values =
-            parent_has_values || (rule.value_to_metric && shared_value.is_none());
+        let has_values = parent_has_values || (rule.value_to_metric && shared_value.is_none());
         let children = build_level(&rule.descriptors, &metric_name, has_values, nodes);
         let id = nodes.len();
         nodes.push(Node {

@@ -88,6 +88,10 @@ struct Args {
     /// Seconds before a call is abandoned and counted as an error.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Runtime threads. Default: the CPUs this process may run on (one when pinned with
+    /// taskset), and with one, a single-threaded runtime with no cross-thread wakeups.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Seed of the descriptor draws (each call slot derives its own).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -122,9 +126,10 @@ fn run_main(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let plan = Plan::from_args(&args)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    // On a worker, not on this thread: the open-loop pacer yields to the call tasks, which it
-    // cannot do from `block_on`'s thread (a pinned run would have two threads on one core).
+    let runtime = runtime(args.threads)?;
+    // As a task, not as `block_on`'s own future: on a multi-threaded runtime that future runs
+    // on this thread, beside the workers, and the open-loop pacer spinning there would take a
+    // pinned run's one core from the call tasks.
     let report = runtime.block_on(async {
         tokio::spawn(run(args.addr.clone(), plan, workload))
             .await
@@ -143,6 +148,25 @@ fn run_main(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 /// A request as one gRPC message on the wire: uncompressed flag, big-endian length, protobuf.
