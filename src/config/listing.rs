@@ -62,13 +62,3 @@ fn list_rule(prefix: &str, rule: &DescriptorRule, out: &mut String) {
         list_rule(&path, child, out);
     }
 }
-
-impl RateLimitConfig {
-    /// TEMPORARY until the loader's summary lands.
-    pub fn summary(&self) -> String {
-        self.domains
-            .keys()
-            .map(|d| format!("domain {d}\n"))
-            .collect()
-    }
-}

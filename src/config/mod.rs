@@ -2,6 +2,7 @@
 //! matching tree compiled from it. Read by every other module; depends on none of them.
 
 pub mod default;
+mod error;
 pub mod listing;
 pub mod load;
 pub mod model;

@@ -37,7 +37,7 @@ def unknown_fields(message):
     for field, value in message.ListFields():
         if field.message_type is None:
             continue
-        values = value if field.label == field.LABEL_REPEATED else [value]
+        values = value if field.is_repeated else [value]
         for v in values:
             if hasattr(v, "ListFields"):
                 count += unknown_fields(v)
