@@ -146,23 +146,25 @@ measure() {
   else
     pid=$CEIL_PID port=$CEIL_PORT
   fi
-  local out="$RESULTS/$server.$workload.$tag.json" before after status=0
+  local out="$RESULTS/$server.$workload.$tag.json" before after started ended status=0
+  started=$EPOCHREALTIME
   before=$(cpu_ticks "$pid")
   "${PIN_LOAD[@]}" "$BIN/tollgate-load" --addr "http://127.0.0.1:$port" --json \
     --workload "$workload" --keys "$(keys_for "$workload")" --expect ok "${checks[@]}" \
     --connections "$CONNECTIONS" --concurrency "$CONCURRENCY" --warmup "$WARMUP" "$@" \
     >"$out.load" || status=$?
   after=$(cpu_ticks "$pid")
+  ended=$EPOCHREALTIME
   if [[ $status -ne 0 ]]; then
     echo "run.sh: $server/$workload/$tag failed verification or could not run:" >&2
     cat "$out.load" >&2
     exit 1
   fi
-  python3 - "$out.load" "$out" "$server" "$((after - before))" "$(getconf CLK_TCK)" <<'EOF'
+  python3 - "$out.load" "$out" "$server" "$((after - before))" "$(getconf CLK_TCK)" "$started" "$ended" <<'EOF'
 import json, sys
-src, dst, server, ticks, hz = sys.argv[1:]
+src, dst, server, ticks, hz, started, ended = sys.argv[1:]
 report = json.load(open(src))
-report.update(server=server, cpu_secs=int(ticks) / int(hz))
+report.update(server=server, cpu_secs=int(ticks) / int(hz), wall_secs=float(ended) - float(started))
 json.dump(report, open(dst, "w"))
 EOF
   rm -f "$out.load"
@@ -261,8 +263,8 @@ def cpu_us(r):
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
-print("| workload | Tollgate ops/s | ceiling ops/s | ratio | Tollgate CPU µs/call | ceiling CPU µs/call | CPU ratio | Tollgate p50/p99 µs | ceiling p50/p99 µs |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| workload | Tollgate ops/s | ceiling ops/s | ratio | Tollgate CPU µs/call | ceiling CPU µs/call | CPU ratio | Tollgate p50/p99 µs | ceiling p50/p99 µs | server core busy (T / C) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for w in workloads:
     t, c = runs("tollgate", w, "closed"), runs("ceiling", w, "closed")
     if not t or not c:
@@ -272,10 +274,13 @@ for w in workloads:
     ratio = med([a["throughput"] / b["throughput"] for a, b in zip(t, c)])
     cpu_ratio = med([cpu_us(a) / cpu_us(b) for a, b in zip(t, c)])
     lat = lambda rs, q: med([r["latency"][q] for r in rs])
+    # How full the server's core was: CPU seconds per second of the run (connect and warmup
+    # included). Near 100%, the server is the bottleneck; well under, the load generator is.
+    busy = lambda rs: med([r["cpu_secs"] / r["wall_secs"] for r in rs])
     print(f"| {w} | {med([r['throughput'] for r in t]):,.0f} | {med([r['throughput'] for r in c]):,.0f} "
           f"| {ratio:.0%} | {med([cpu_us(r) for r in t]):.2f} | {med([cpu_us(r) for r in c]):.2f} "
           f"| {cpu_ratio:.2f}x | {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} "
-          f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} |")
+          f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} | {busy(t):.0%} / {busy(c):.0%} |")
 
 rows = [(w, runs("tollgate", w, "open"), runs("ceiling", w, "open")) for w in open_workloads]
 rows = [row for row in rows if row[1] and row[2]]
