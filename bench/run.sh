@@ -11,6 +11,8 @@
 #   WORKLOADS="one-hot-key uniform ..."   closed-loop workloads (default: all six)
 #   OPEN_WORKLOADS="one-hot-key three-plus-global"   open loop at half the ceiling's rate
 #   H2LOAD_REQUESTS=200000                calls per h2load cross-check (0 to skip it)
+#   BUSY_FLOOR=0.8 RETRIES=2              repeat a closed-loop run in which neither side kept its
+#                                         core this busy (a neighbour took the CPU), at most twice
 #   RESULTS_DIR=dir                       keep the raw JSON reports there
 #   CARGO_TARGET_DIR                      where cargo builds (default: target)
 set -euo pipefail
@@ -27,6 +29,10 @@ WILDCARDS=${WILDCARDS:-100}
 WORKLOADS=${WORKLOADS:-one-hot-key uniform zipf three-plus-global many-rules-exact many-rules-wildcard}
 OPEN_WORKLOADS=${OPEN_WORKLOADS-one-hot-key three-plus-global}
 H2LOAD_REQUESTS=${H2LOAD_REQUESTS:-200000}
+BUSY_FLOOR=${BUSY_FLOOR:-0.8}
+RETRIES=${RETRIES:-2}
+REPEATED=0
+KEPT_DISTURBED=0
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN="$TARGET_DIR/release"
 
@@ -57,10 +63,12 @@ if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
   PIN_SERVER=(taskset -c 0)
   PIN_LOAD=(taskset -c 1)
   PINNING="server on core 0, load generator on core 1"
+  PINNED=1
 else
   PIN_SERVER=()
   PIN_LOAD=()
   PINNING="not pinned (fewer than 2 cores or no taskset): server and load share the CPU"
+  PINNED=0
   echo "run.sh: $PINNING" >&2
 fi
 
@@ -135,9 +143,30 @@ wait_for_port tollgate "$TG_PID" "$TG_PORT" "$WORK/tollgate.log"
 wait_for_port tollgate-ceiling "$CEIL_PID" "$CEIL_PORT" "$WORK/ceiling.log"
 echo "== tollgate (pid $TG_PID) on $TG_PORT, ceiling (pid $CEIL_PID) on $CEIL_PORT; $PINNING" >&2
 
-# measure SERVER WORKLOAD TAG [tollgate-load flags...]: one run, its report and the server's
-# CPU ticks saved as $RESULTS/SERVER.WORKLOAD.TAG.json.
+# measure SERVER WORKLOAD TAG [tollgate-load flags...]: one run, its report, the server's CPU
+# time and the load generator's, saved as $RESULTS/SERVER.WORKLOAD.TAG.json.
+#
+# In a closed-loop run one side is the bottleneck and keeps its core busy. When neither the
+# server nor the load generator did (below BUSY_FLOOR of their pinned cores), something else on
+# the machine took the CPU: the run is repeated, up to RETRIES times, and the last one kept.
 measure() {
+  local try
+  for ((try = 0; ; try++)); do
+    if measure_once "$@"; then
+      return 0
+    fi
+    if ((try >= RETRIES)); then
+      echo "run.sh: $1/$2/$3 kept although disturbed ($((try + 1)) tries)" >&2
+      KEPT_DISTURBED=$((KEPT_DISTURBED + 1))
+      return 0
+    fi
+    echo "run.sh: $1/$2/$3: neither the server nor the load generator kept its core busy (something else ran): again" >&2
+    REPEATED=$((REPEATED + 1))
+  done
+}
+
+# measure_once: as measure, once; fails (status 1) only if the run looks disturbed.
+measure_once() {
   local server=$1 workload=$2 tag=$3
   shift 3
   local pid port checks=()
@@ -147,30 +176,40 @@ measure() {
     pid=$CEIL_PID port=$CEIL_PORT
   fi
   local out="$RESULTS/$server.$workload.$tag.json" before after started ended status=0
+  local TIMEFORMAT='%3U %3S' # bash's `time`: the load generator's user and system seconds
   started=$EPOCHREALTIME
   before=$(cpu_ticks "$pid")
-  "${PIN_LOAD[@]}" "$BIN/tollgate-load" --addr "http://127.0.0.1:$port" --json \
+  { time "${PIN_LOAD[@]}" "$BIN/tollgate-load" --addr "http://127.0.0.1:$port" --json \
     --workload "$workload" --keys "$(keys_for "$workload")" --expect ok "${checks[@]}" \
     --connections "$CONNECTIONS" --concurrency "$CONCURRENCY" --warmup "$WARMUP" "$@" \
-    >"$out.load" || status=$?
+    >"$out.load" 2>"$out.err"; } 2>"$out.time" || status=$?
   after=$(cpu_ticks "$pid")
   ended=$EPOCHREALTIME
   if [[ $status -ne 0 ]]; then
     echo "run.sh: $server/$workload/$tag failed verification or could not run:" >&2
-    cat "$out.load" >&2
+    cat "$out.load" "$out.err" >&2
     exit 1
   fi
-  python3 - "$out.load" "$out" "$server" "$((after - before))" "$(getconf CLK_TCK)" "$started" "$ended" <<'EOF'
+  local check_busy=0
+  [[ $tag == closed* && $PINNED == 1 ]] && check_busy=1
+  python3 - "$out" "$server" "$workload" "$tag" "$((after - before))" "$(getconf CLK_TCK)" \
+    "$started" "$ended" "$(cat "$out.time")" "$check_busy" "$BUSY_FLOOR" <<'EOF' || status=$?
 import json, sys
-src, dst, server, ticks, hz, started, ended = sys.argv[1:]
-report = json.load(open(src))
-report.update(server=server, cpu_secs=int(ticks) / int(hz), wall_secs=float(ended) - float(started))
-json.dump(report, open(dst, "w"))
+out, server, workload, tag, ticks, hz, started, ended, load_cpu, check, floor = sys.argv[1:]
+report = json.load(open(out + ".load"))
+wall = float(ended) - float(started)
+user, system = map(float, load_cpu.split())
+report.update(server=server, cpu_secs=int(ticks) / int(hz), wall_secs=wall,
+              load_cpu_secs=user + system)
+json.dump(report, open(out, "w"))
+server_busy, load_busy = report["cpu_secs"] / wall, report["load_cpu_secs"] / wall
+print(f"   {server:9} {workload:20} {tag:8} {report['throughput']:10.0f} calls/s  "
+      f"p99 {report['latency']['p99_us']:8.1f} µs  core busy: server {server_busy:4.0%}, "
+      f"load {load_busy:4.0%}", file=sys.stderr)
+sys.exit(1 if check == "1" and max(server_busy, load_busy) < float(floor) else 0)
 EOF
-  rm -f "$out.load"
-  printf '   %-9s %-20s %-8s %10.0f calls/s  p99 %8.1f µs\n' "$server" "$workload" "$tag" \
-    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput"])' "$out")" \
-    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency"]["p99_us"])' "$out")" >&2
+  rm -f "$out.load" "$out.err" "$out.time"
+  return "$status"
 }
 
 keys_for() {
@@ -308,4 +347,7 @@ if [[ ${#H2LOAD_LINES[@]} -gt 0 ]]; then
 fi
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr); $PINNING."
+if ((REPEATED > 0 || KEPT_DISTURBED > 0)); then
+  echo "Disturbed runs: $REPEATED repeated, $KEPT_DISTURBED kept after $RETRIES retries (neither side kept its core ${BUSY_FLOOR} busy)."
+fi
 echo "Settings: DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY KEYS=$KEYS RULES=$RULES WILDCARDS=$WILDCARDS; medians of $RUNS runs; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
