@@ -327,13 +327,16 @@ if rows:
     print()
     print("Open loop at half the ceiling's closed-loop throughput (latency from each call's intended start):")
     print()
-    print("| workload | offered calls/s | Tollgate p50/p99/p99.9 µs | ceiling p50/p99/p99.9 µs | load generator send lag p99 µs (Tollgate / ceiling) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| workload | offered calls/s | Tollgate p50/p99/p99.9 µs | ceiling p50/p99/p99.9 µs | Tollgate / ceiling CPU µs/call | CPU ratio | load generator send lag p99 µs (Tollgate / ceiling) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for w, t, c in rows:
         lat = lambda rs, q: med([r["latency"][q] for r in rs])
         lag = lambda rs: med([r["send_lag"]["p99_us"] for r in rs])
+        cpu_ratio = med([cpu_us(a) / cpu_us(b) for a, b in zip(t, c)])
         print(f"| {w} | {t[0]['rate']:,.0f} | {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} / {lat(t, 'p99.9_us'):.0f} "
-              f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} / {lat(c, 'p99.9_us'):.0f} | {lag(t):.0f} / {lag(c):.0f} |")
+              f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} / {lat(c, 'p99.9_us'):.0f} "
+              f"| {med([cpu_us(r) for r in t]):.2f} / {med([cpu_us(r) for r in c]):.2f} | {cpu_ratio:.2f}x "
+              f"| {lag(t):.0f} / {lag(c):.0f} |")
 EOF
 if [[ ${#H2LOAD_LINES[@]} -gt 0 ]]; then
   echo
