@@ -1,0 +1,85 @@
+//! `tollgate-ceiling`: a benchmark-only server, never a rate limiter.
+//!
+//! A bare tonic server on the same stack as Tollgate (tonic, prost, the same generated Envoy
+//! types, a multi-threaded tokio runtime) that answers every `ShouldRateLimit` with a constant
+//! OK: overall OK and one OK status per request descriptor, nothing else. It decides nothing
+//! and counts nothing. Its throughput and CPU time per call under a given load are the
+//! practical limit of this stack on this machine; `bench/run.sh` reports Tollgate as a ratio of
+//! it. Like Tollgate's gRPC server it sets TCP_NODELAY and allows 1,024 streams per connection;
+//! it has none of Tollgate's health, reflection, timeouts or connection bounds.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use tollgate::proto::rate_limit_response::{Code, DescriptorStatus};
+use tollgate::proto::{
+    RateLimitRequest, RateLimitResponse, RateLimitService, RateLimitServiceServer,
+};
+
+#[derive(Parser)]
+#[command(about = "Benchmark ceiling: answers every ShouldRateLimit with a constant OK")]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    grpc_addr: SocketAddr,
+}
+
+/// Answers OK to everything.
+struct ConstantOk;
+
+#[tonic::async_trait]
+impl RateLimitService for ConstantOk {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let descriptors = request.get_ref().descriptors.len();
+        Ok(Response::new(RateLimitResponse {
+            overall_code: Code::Ok as i32,
+            statuses: vec![
+                DescriptorStatus {
+                    code: Code::Ok as i32,
+                    ..Default::default()
+                };
+                descriptors
+            ],
+            ..Default::default()
+        }))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let served = tokio::runtime::Runtime::new()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(serve(args.grpc_addr)));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate-ceiling: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+    let incoming = TcpIncoming::bind(addr)
+        .with_context(|| format!("binding gRPC on {addr}"))?
+        .with_nodelay(Some(true));
+    // Port 0 picks a free port; say which.
+    let bound = incoming.local_addr().context("reading the bound address")?;
+    eprintln!("tollgate-ceiling: serving constant OK on {bound} (benchmark only)");
+    Server::builder()
+        .max_concurrent_streams(1_024)
+        .add_service(RateLimitServiceServer::new(ConstantOk))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving gRPC")
+}
