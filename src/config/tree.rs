@@ -8,19 +8,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+// Lookups hash client-supplied strings, but only the config ever inserts: a fast hash is safe.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::model::{DescriptorRule, Domain, GlobalCap, Limit, RateLimitConfig};
 
 /// The compiled form of a whole configuration.
 #[derive(Debug, Default)]
 pub struct RuleTree {
-    domains: HashMap<String, DomainRules>,
+    domains: FastMap<String, DomainRules>,
 }
 
 /// One domain's rules.
 #[derive(Debug)]
 pub struct DomainRules {
     pub name: String,
+    /// This domain's place among the tree's domains (`0..RuleTree::len()`).
+    pub index: usize,
     pub global: Vec<GlobalCap>,
+    /// Whether any limit names others in `replaces` (else matching needs no second pass).
+    pub has_replaces: bool,
     root: Level,
     nodes: Vec<Node>,
 }
@@ -28,6 +35,8 @@ pub struct DomainRules {
 /// A rule reached by matching: the limits it carries and what its counters are keyed by.
 #[derive(Debug)]
 pub struct Node {
+    /// This rule's place among its domain's rules (`0..DomainRules::rules().len()`).
+    pub id: usize,
     pub limits: Vec<Limit>,
     /// The wildcard pattern every matching value is counted under (`share_threshold`).
     pub shared_value: Option<String>,
@@ -48,12 +57,12 @@ type NodeId = usize;
 
 #[derive(Debug, Default)]
 struct Level {
-    by_key: HashMap<String, KeyRules>,
+    by_key: FastMap<String, KeyRules>,
 }
 
 #[derive(Debug, Default)]
 struct KeyRules {
-    exact: HashMap<String, NodeId>,
+    exact: FastMap<String, NodeId>,
     wildcards: Vec<(Pattern, NodeId)>,
     key_only: Option<NodeId>,
 }
@@ -72,9 +81,15 @@ impl RuleTree {
         let domains = config
             .domains
             .values()
-            .map(|d| (d.name.clone(), DomainRules::build(d)))
+            .enumerate()
+            .map(|(index, d)| (d.name.clone(), DomainRules::build(d, index)))
             .collect();
         RuleTree { domains }
+    }
+
+    /// Every domain, in no particular order (see [`DomainRules::index`]).
+    pub fn domains(&self) -> impl Iterator<Item = &DomainRules> {
+        self.domains.values()
     }
 
     pub fn domain(&self, name: &str) -> Option<&DomainRules> {
@@ -83,15 +98,25 @@ impl RuleTree {
 }
 
 impl DomainRules {
-    fn build(domain: &Domain) -> DomainRules {
+    fn build(domain: &Domain, index: usize) -> DomainRules {
         let mut nodes = Vec::new();
         let root = build_level(&domain.descriptors, &domain.name, false, &mut nodes);
+        let has_replaces = nodes
+            .iter()
+            .any(|n| n.limits.iter().any(|l| !l.replaces.is_empty()));
         DomainRules {
             name: domain.name.clone(),
+            index,
             global: domain.global.clone(),
+            has_replaces,
             root,
             nodes,
         }
+    }
+
+    /// Every rule of the domain, by [`Node::id`].
+    pub fn rules(&self) -> &[Node] {
+        &self.nodes
     }
 
     /// Matches one descriptor's entries, as the reference service does: a limit applies only
@@ -187,6 +212,7 @@ fn build_level(
         let children = build_level(&rule.descriptors, &metric_name, has_values, nodes);
         let id = nodes.len();
         nodes.push(Node {
+            id,
             limits: rule.limits.clone(),
             shared_value,
             metric_name,

@@ -263,11 +263,11 @@ impl Turn<'_, '_, '_> {
     /// Every operation on a key reports the count the key ends the call with.
     fn report_final_counts(&mut self) {
         for pos in 0..self.order.len() {
-            let (actor, key) = (self.op(pos).actor, self.key(pos).to_vec());
-            let last = (pos..self.order.len())
+            let last = (pos + 1..self.order.len())
                 .rev()
-                .find(|&k| self.op(k).actor == actor && self.key(k) == key.as_slice());
-            let final_count = last.and_then(|k| self.op(k).verdict).map(|v| v.count_after);
+                .find(|&k| self.op(k).actor == self.op(pos).actor && self.key(k) == self.key(pos));
+            let Some(last) = last else { continue };
+            let final_count = self.op(last).verdict.map(|v| v.count_after);
             let i = self.order[pos];
             if let (Some(count), Some(v)) = (final_count, self.plan.ops[i].verdict.as_mut()) {
                 v.count_after = count;

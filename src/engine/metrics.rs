@@ -10,6 +10,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::config::RuleTree;
+
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
@@ -171,12 +173,97 @@ impl EngineMetrics {
         );
     }
 
-    pub fn count(&self, domain: &str, outcome: Outcome) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                domain: domain.to_owned(),
-                outcome,
+    /// Counter handles for every domain and rule of `rules`, made once per loaded config so
+    /// that a decision only increments atomics.
+    pub fn handles(&self, rules: &RuleTree) -> ConfigCounters {
+        let mut domains: Vec<_> = rules.domains().collect();
+        domains.sort_by_key(|d| d.index);
+        let domains = domains
+            .into_iter()
+            .map(|d| {
+                let label = |outcome| DecisionLabels {
+                    domain: d.name.clone(),
+                    outcome,
+                };
+                let decision = |outcome| self.decisions.get_or_create(&label(outcome)).clone();
+                let rule = |name: &Arc<str>, outcome| {
+                    let labels = RuleLabels {
+                        rule: RuleName(name.clone()),
+                        outcome,
+                    };
+                    self.rule_decisions.get_or_create(&labels).clone()
+                };
+                DomainCounters {
+                    ok: decision(Outcome::Ok),
+                    over_limit: decision(Outcome::OverLimit),
+                    failed_closed: decision(Outcome::FailedClosed),
+                    unavailable: decision(Outcome::Unavailable),
+                    shadow_denials: self
+                        .shadow_denials
+                        .get_or_create(&DomainLabel {
+                            domain: d.name.clone(),
+                        })
+                        .clone(),
+                    rules: d
+                        .rules()
+                        .iter()
+                        .map(|node| RuleCounters {
+                            ok: rule(&node.metric_name, RuleOutcome::Ok),
+                            over_limit: rule(&node.metric_name, RuleOutcome::OverLimit),
+                            shadow_over_limit: rule(
+                                &node.metric_name,
+                                RuleOutcome::ShadowOverLimit,
+                            ),
+                        })
+                        .collect(),
+                }
             })
-            .inc();
+            .collect();
+        ConfigCounters { domains }
+    }
+}
+
+/// Counter handles of one loaded config, by [`crate::config::DomainRules::index`].
+#[derive(Debug)]
+pub struct ConfigCounters {
+    pub domains: Vec<DomainCounters>,
+}
+
+#[derive(Debug)]
+pub struct DomainCounters {
+    pub ok: Counter,
+    pub over_limit: Counter,
+    pub failed_closed: Counter,
+    pub unavailable: Counter,
+    pub shadow_denials: Counter,
+    /// By [`crate::config::Node::id`].
+    pub rules: Vec<RuleCounters>,
+}
+
+impl DomainCounters {
+    pub fn outcome(&self, outcome: Outcome) -> &Counter {
+        match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::OverLimit => &self.over_limit,
+            Outcome::FailedClosed => &self.failed_closed,
+            Outcome::Unavailable => &self.unavailable,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RuleCounters {
+    pub ok: Counter,
+    pub over_limit: Counter,
+    pub shadow_over_limit: Counter,
+}
+
+impl RuleCounters {
+    pub fn outcome(&self, outcome: RuleOutcome) -> &Counter {
+        match outcome {
+            RuleOutcome::Ok => &self.ok,
+            RuleOutcome::OverLimit => &self.over_limit,
+            RuleOutcome::ShadowOverLimit => &self.shadow_over_limit,
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::clock::SharedClock;
 use crate::config::{RateLimitConfig, RuleTree};
 use crate::store::KeyTableFull;
 use actors::Actors;
-use metrics::{DomainLabel, Outcome, RuleLabels, RuleName, RuleOutcome};
+use metrics::{ConfigCounters, DomainCounters, Outcome, RuleLabels, RuleName, RuleOutcome};
 use plan::Plan;
 
 /// What to do with a call for a domain that is not configured.
@@ -72,17 +72,23 @@ pub enum EngineError {
     KeyTableFull(#[from] KeyTableFull),
 }
 
-/// The configuration as loaded, with its compiled matching tree.
+/// The configuration as loaded, with its compiled matching tree and its metric handles.
 #[derive(Debug)]
 pub struct LoadedConfig {
     pub config: RateLimitConfig,
     pub rules: RuleTree,
+    counters: ConfigCounters,
 }
 
 impl LoadedConfig {
-    pub fn new(config: RateLimitConfig) -> LoadedConfig {
+    fn new(config: RateLimitConfig, metrics: &EngineMetrics) -> LoadedConfig {
         let rules = RuleTree::build(&config);
-        LoadedConfig { config, rules }
+        let counters = metrics.handles(&rules);
+        LoadedConfig {
+            config,
+            rules,
+            counters,
+        }
     }
 }
 
@@ -97,13 +103,14 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: RateLimitConfig, clock: SharedClock, options: EngineOptions) -> Engine {
+        let metrics = EngineMetrics::new(options.max_value_series);
         Engine {
-            config: ArcSwap::from_pointee(LoadedConfig::new(config)),
+            config: ArcSwap::from_pointee(LoadedConfig::new(config, &metrics)),
             log_gate: LogGate::default(),
             actors: Actors::new(options.shards, options.max_keys),
-            options: options.clone(),
+            options,
             clock,
-            metrics: EngineMetrics::new(options.max_value_series),
+            metrics,
         }
     }
 
@@ -118,7 +125,8 @@ impl Engine {
 
     /// Replaces the configuration as a whole; calls in flight finish on the old one.
     pub fn replace_config(&self, config: RateLimitConfig) {
-        self.config.store(Arc::new(LoadedConfig::new(config)));
+        self.config
+            .store(Arc::new(LoadedConfig::new(config, &self.metrics)));
     }
 
     /// Decides `call` over every limit it matches and the domain's global caps, atomically.
@@ -136,10 +144,11 @@ impl Engine {
             }
             return Ok(self.shadowed(unknown_domain(call, self.options.unknown_domain)));
         };
+        let counters = &loaded.counters.domains[domain.index];
         let mut plan = Plan::build(domain, call, &self.actors);
         let decision = match self.actors.turn(&mut plan, self.clock.as_ref()) {
             Ok((committed, now)) => status::decide(&plan, committed, now),
-            Err(full) => return self.internal_failure(call, &plan, full),
+            Err(full) => return self.internal_failure(call, &plan, counters, full),
         };
         let shadow_denials = plan
             .ops
@@ -147,19 +156,14 @@ impl Engine {
             .filter(|op| !op.decides && op.verdict.is_some_and(|v| !v.fits))
             .count();
         if shadow_denials > 0 {
-            self.metrics
-                .shadow_denials
-                .get_or_create(&DomainLabel {
-                    domain: call.domain.to_owned(),
-                })
-                .inc_by(shadow_denials as u64);
+            counters.shadow_denials.inc_by(shadow_denials as u64);
         }
         let outcome = match decision.code {
             Code::Ok => Outcome::Ok,
             Code::OverLimit => Outcome::OverLimit,
         };
-        self.metrics.count(call.domain, outcome);
-        self.count_rules(domain, call, &plan, &decision);
+        counters.outcome(outcome).inc();
+        self.count_rules(domain, counters, call, &plan, &decision);
         Ok(self.shadowed(decision))
     }
 
@@ -169,6 +173,7 @@ impl Engine {
         &self,
         call: &Call<'_>,
         plan: &Plan<'_>,
+        counters: &DomainCounters,
         failure: KeyTableFull,
     ) -> Result<Decision, EngineError> {
         let fail_closed = plan.has_fail_closed();
@@ -180,7 +185,7 @@ impl Engine {
         } else {
             Outcome::Unavailable
         };
-        self.metrics.count(call.domain, outcome);
+        counters.outcome(outcome).inc();
         if self.options.shadow {
             return Ok(unknown_domain(call, UnknownDomain::Allow));
         }
@@ -195,6 +200,7 @@ impl Engine {
     fn count_rules(
         &self,
         domain: &crate::config::DomainRules,
+        counters: &DomainCounters,
         call: &Call<'_>,
         plan: &Plan<'_>,
         decision: &Decision,
@@ -210,24 +216,26 @@ impl Engine {
                 Code::Ok if shadow_denied => RuleOutcome::ShadowOverLimit,
                 Code::Ok => RuleOutcome::Ok,
             };
-            let name = if rule.metric_has_values {
-                let admitted = domain
-                    .metric_name(descriptor.entries.iter().copied())
-                    .and_then(|n| self.metrics.value_series.admit(n));
-                admitted.unwrap_or_else(|| {
+            if !rule.metric_has_values {
+                counters.rules[rule.id].outcome(outcome).inc();
+                continue;
+            }
+            let admitted = domain
+                .metric_name(descriptor.entries.iter().copied())
+                .and_then(|n| self.metrics.value_series.admit(n));
+            match admitted {
+                Some(name) => {
+                    let labels = RuleLabels {
+                        rule: RuleName(name),
+                        outcome,
+                    };
+                    self.metrics.rule_decisions.get_or_create(&labels).inc();
+                }
+                None => {
                     self.metrics.value_series_overflow.inc();
-                    rule.metric_name.clone()
-                })
-            } else {
-                rule.metric_name.clone()
-            };
-            self.metrics
-                .rule_decisions
-                .get_or_create(&RuleLabels {
-                    rule: RuleName(name),
-                    outcome,
-                })
-                .inc();
+                    counters.rules[rule.id].outcome(outcome).inc();
+                }
+            }
         }
     }
 

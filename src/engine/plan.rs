@@ -84,14 +84,17 @@ pub(crate) struct Plan<'c> {
 impl<'c> Plan<'c> {
     pub fn build(domain: &'c DomainRules, call: &Call<'_>, actors: &Actors) -> Plan<'c> {
         let request_hits = u64::from(call.hits.max(1));
-        let matches: Vec<_> = call
-            .descriptors
-            .iter()
-            .map(|d| match d.limit_override {
-                Some(_) => None,
-                None => domain.find(d.entries.iter().copied()),
-            })
-            .collect();
+        let find = |d: &CallDescriptor<'_>| match d.limit_override {
+            Some(_) => None,
+            None => domain.find(d.entries.iter().copied()),
+        };
+        // `replaces` works across descriptors, so where the domain uses it every descriptor is
+        // matched before any is planned; elsewhere each is matched as it is planned.
+        let matches: Vec<_> = if domain.has_replaces {
+            call.descriptors.iter().map(find).collect()
+        } else {
+            Vec::new()
+        };
         let replaced: Vec<&str> = matches
             .iter()
             .flatten()
@@ -99,8 +102,27 @@ impl<'c> Plan<'c> {
             .flat_map(|l| l.replaces.iter().map(String::as_str))
             .collect();
 
-        let mut plan = Plan::default();
-        for (descriptor, matched) in call.descriptors.iter().zip(&matches) {
+        let key_bytes: usize = call
+            .descriptors
+            .iter()
+            .flat_map(|d| &d.entries)
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        let mut plan = Plan {
+            keys: Vec::with_capacity(64 + 2 * (key_bytes + domain.name.len())),
+            ops: Vec::with_capacity(call.descriptors.len() + domain.global.len()),
+            descriptors: Vec::with_capacity(call.descriptors.len()),
+            global_from: 0,
+        };
+        for (index, descriptor) in call.descriptors.iter().enumerate() {
+            let found_now;
+            let matched = match matches.get(index) {
+                Some(m) => m.as_ref(),
+                None => {
+                    found_now = find(descriptor);
+                    found_now.as_ref()
+                }
+            };
             let start = plan.ops.len();
             let mut unlimited = false;
             let hits = descriptor.hits.unwrap_or(request_hits);
@@ -162,7 +184,7 @@ impl<'c> Plan<'c> {
             plan.descriptors.push(DescriptorPlan {
                 ops: start..plan.ops.len(),
                 unlimited,
-                rule: matched.as_ref().map(|m| m.node),
+                rule: matched.map(|m| m.node),
             });
         }
 
