@@ -93,7 +93,8 @@ pub struct DescriptorRule {
 /// A limit on one descriptor rule.
 #[derive(Clone, Debug)]
 pub struct Limit {
-    pub name: Option<String>,
+    /// Shared, since every status that reports the limit carries it.
+    pub name: Option<Arc<str>>,
     /// What is counted, per window of `unit`. `Unlimited` has no counter at all.
     pub policy: LimitPolicy,
     /// Counted but never denies (descriptor-level `shadow_mode`, or the limit's own).

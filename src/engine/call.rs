@@ -1,5 +1,6 @@
 //! What the engine is asked and what it answers, free of any wire format.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Unit;
@@ -57,7 +58,7 @@ pub struct DescriptorStatus {
 /// The limit a status reports, as Envoy shows it in `X-RateLimit-*` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportedLimit {
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     pub requests_per_unit: u32,
     pub unit: Unit,
 }

@@ -48,7 +48,7 @@ pub fn to_call<'a>(
     if request.domain.is_empty() {
         return Err(invalid("domain", "must not be empty"));
     }
-    check_len("domain", &request.domain, bounds)?;
+    check_len(|| "domain".to_owned(), &request.domain, bounds)?;
     if request.descriptors.is_empty() {
         return Err(invalid(
             "descriptors",
@@ -112,8 +112,12 @@ fn to_descriptor<'a>(
         if entry.key.is_empty() {
             return Err(invalid(key_field(), "must not be empty"));
         }
-        check_len(&key_field(), &entry.key, bounds)?;
-        check_len(&field(&format!("entries[{j}].value")), &entry.value, bounds)?;
+        check_len(key_field, &entry.key, bounds)?;
+        check_len(
+            || field(&format!("entries[{j}].value")),
+            &entry.value,
+            bounds,
+        )?;
         entries.push((entry.key.as_str(), entry.value.as_str()));
     }
     let hits = descriptor.hits_addend;
@@ -139,10 +143,15 @@ fn to_descriptor<'a>(
     })
 }
 
-fn check_len(field: &str, value: &str, bounds: &RequestBounds) -> Result<(), InvalidRequest> {
+/// `field` names the field only when there is something to report: no formatting per call.
+fn check_len(
+    field: impl FnOnce() -> String,
+    value: &str,
+    bounds: &RequestBounds,
+) -> Result<(), InvalidRequest> {
     if value.len() > bounds.max_string_bytes {
         return Err(invalid(
-            field,
+            field(),
             format!(
                 "{} bytes, at most {} allowed",
                 value.len(),

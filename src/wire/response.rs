@@ -42,7 +42,7 @@ fn to_status(status: &DescriptorStatus) -> WireStatus {
 
 fn to_rate_limit(limit: &ReportedLimit) -> RateLimit {
     RateLimit {
-        name: limit.name.clone().unwrap_or_default(),
+        name: limit.name.as_deref().unwrap_or_default().to_owned(),
         requests_per_unit: limit.requests_per_unit,
         unit: wire_unit(limit.unit) as i32,
     }
