@@ -142,7 +142,10 @@ impl Engine {
                     "call for an unknown domain (logged once a second)"
                 );
             }
-            return Ok(self.shadowed(unknown_domain(call, self.options.unknown_domain)));
+            return Ok(self.shadowed(match self.options.unknown_domain {
+                UnknownDomain::Allow => allow_all(call),
+                UnknownDomain::Deny => deny_all(call),
+            }));
         };
         let counters = &loaded.counters.domains[domain.index];
         let mut plan = Plan::build(domain, call, &self.actors);
@@ -187,7 +190,7 @@ impl Engine {
         };
         counters.outcome(outcome).inc();
         if self.options.shadow {
-            return Ok(unknown_domain(call, UnknownDomain::Allow));
+            return Ok(allow_all(call));
         }
         if fail_closed {
             Ok(deny_all(call))
@@ -275,34 +278,25 @@ impl Engine {
     }
 }
 
-fn unknown_domain(call: &Call<'_>, policy: UnknownDomain) -> Decision {
-    match policy {
-        UnknownDomain::Allow => Decision {
-            code: Code::Ok,
-            statuses: call
-                .descriptors
-                .iter()
-                .map(|_| DescriptorStatus {
-                    code: Code::Ok,
-                    current_limit: None,
-                    limit_remaining: 0,
-                    duration_until_reset: None,
-                })
-                .collect(),
-            denied_by_global: None,
-        },
-        UnknownDomain::Deny => deny_all(call),
-    }
+/// Every descriptor OK with no limit (an unknown domain allowed, or shadow over a failure).
+fn allow_all(call: &Call<'_>) -> Decision {
+    uniform(call, Code::Ok)
 }
 
+/// Every descriptor OVER_LIMIT with nothing to wait for (an unknown domain refused, or a
+/// fail-closed failure).
 fn deny_all(call: &Call<'_>) -> Decision {
+    uniform(call, Code::OverLimit)
+}
+
+fn uniform(call: &Call<'_>, code: Code) -> Decision {
     Decision {
-        code: Code::OverLimit,
+        code,
         statuses: call
             .descriptors
             .iter()
             .map(|_| DescriptorStatus {
-                code: Code::OverLimit,
+                code,
                 current_limit: None,
                 limit_remaining: 0,
                 duration_until_reset: None,
