@@ -63,23 +63,7 @@ fn bound_address(lines: &mut impl Iterator<Item = String>, what: &str) -> String
 
 #[test]
 fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() {
-    let mut server = Killed(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .env("TOLLGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = server.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let grpc = bound_address(&mut lines, "gRPC");
+    let (mut server, lines, grpc) = spawn_serve(&[]);
     // Keep draining the log so the server never blocks on a full pipe.
     let rest = std::thread::spawn(move || lines.collect::<Vec<_>>());
 
@@ -166,17 +150,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_bad() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("limits.yaml");
     std::fs::copy(fixture("good.yaml"), &path).unwrap();
-    let mut server = Killed(
-        Command::new(BIN)
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = server.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let grpc = bound_address(&mut lines, "gRPC");
+    let (server, lines, grpc) = spawn_serve(&["--config", path.to_str().unwrap()]);
     let (log_tx, log_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in lines {
@@ -224,6 +198,25 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_bad() {
 
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts `tollgate serve` on ephemeral ports with `args`; returns the process, its log lines
+/// (read on), and the gRPC address it logged.
+fn spawn_serve(args: &[&str]) -> (Killed, impl Iterator<Item = String> + Send + use<>, String) {
+    let mut server = Killed(
+        Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .env("TOLLGATE_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let grpc = bound_address(&mut lines, "gRPC");
+    (server, lines, grpc)
 }
 
 /// A child process that is killed when the test ends, passing or not.

@@ -87,7 +87,7 @@ async fn enforced_limits_count_until_the_limit_then_deny_with_honest_feedback() 
     assert_eq!(reset_secs(&r.statuses[0]), Some(44.75));
     // Another client has its own counter.
     assert_eq!(
-        overall(&server.ask(simple("shop", "client", "b")).await),
+        server.code_of(simple("shop", "client", "b")).await,
         Code::Ok
     );
     // The next window starts afresh.
@@ -264,7 +264,7 @@ async fn a_replaced_limit_is_not_evaluated() {
     let r = server.ask(simple("shop", "old", "x")).await;
     assert_eq!((overall(&r), r.statuses[0].limit_remaining), (Code::Ok, 0));
     assert_eq!(
-        overall(&server.ask(simple("shop", "old", "x")).await),
+        server.code_of(simple("shop", "old", "x")).await,
         Code::OverLimit
     );
 }
@@ -290,7 +290,7 @@ async fn a_descriptor_override_replaces_the_configured_limit() {
         (1, Unit::Hour as i32)
     );
     assert_eq!(reset_secs(&r.statuses[0]), Some(3600.0));
-    assert_eq!(overall(&server.ask(overridden()).await), Code::OverLimit);
+    assert_eq!(server.code_of(overridden()).await, Code::OverLimit);
     // The configured limit's counter was not touched.
     assert_eq!(
         server.ask(simple("shop", "client", "a")).await.statuses[0].limit_remaining,
@@ -305,8 +305,8 @@ async fn a_descriptor_override_replaces_the_configured_limit() {
             RateLimitUnit::Minute,
         )],
     );
-    assert_eq!(overall(&server.ask(unmatched.clone()).await), Code::Ok);
-    assert_eq!(overall(&server.ask(unmatched).await), Code::OverLimit);
+    assert_eq!(server.code_of(unmatched.clone()).await, Code::Ok);
+    assert_eq!(server.code_of(unmatched).await, Code::OverLimit);
 }
 
 #[tokio::test]
@@ -378,7 +378,7 @@ async fn a_denied_call_reports_the_longest_wait_among_its_denying_limits() {
             vec![descriptor(&[("client", "a")]), descriptor(&[("week", "w")])],
         )
     };
-    assert_eq!(overall(&server.ask(two()).await), Code::Ok);
+    assert_eq!(server.code_of(two()).await, Code::Ok);
     let r = server.ask(two()).await;
     assert_eq!(overall(&r), Code::OverLimit);
     // The week limit denies (the client limit still had room): statuses in request order.
@@ -397,21 +397,21 @@ async fn a_denied_call_reports_the_longest_wait_among_its_denying_limits() {
 async fn share_threshold_makes_every_matching_value_share_one_counter() {
     let server = TestServer::start(RULES).await;
     assert_eq!(
-        overall(&server.ask(simple("shop", "path", "files/a")).await),
+        server.code_of(simple("shop", "path", "files/a")).await,
         Code::Ok
     );
     assert_eq!(
-        overall(&server.ask(simple("shop", "path", "files/b")).await),
+        server.code_of(simple("shop", "path", "files/b")).await,
         Code::Ok
     );
     assert_eq!(
-        overall(&server.ask(simple("shop", "path", "files/c")).await),
+        server.code_of(simple("shop", "path", "files/c")).await,
         Code::OverLimit
     );
     // Without share_threshold, each value has its own counter.
     for value in ["each/a", "each/b", "each/c"] {
         assert_eq!(
-            overall(&server.ask(simple("shop", "each", value)).await),
+            server.code_of(simple("shop", "each", value)).await,
             Code::Ok
         );
     }
@@ -465,23 +465,23 @@ async fn a_client_over_its_own_limit_does_not_burn_the_global_budget() {
     let server = TestServer::start(GLOBAL).await;
     for _ in 0..2 {
         assert_eq!(
-            overall(&server.ask(simple("ai", "client", "greedy")).await),
+            server.code_of(simple("ai", "client", "greedy")).await,
             Code::Ok
         );
     }
     for _ in 0..20 {
         assert_eq!(
-            overall(&server.ask(simple("ai", "client", "greedy")).await),
+            server.code_of(simple("ai", "client", "greedy")).await,
             Code::OverLimit
         );
     }
     // One unit of the cap of 3 is left for everybody else.
     assert_eq!(
-        overall(&server.ask(simple("ai", "client", "polite")).await),
+        server.code_of(simple("ai", "client", "polite")).await,
         Code::Ok
     );
     assert_eq!(
-        overall(&server.ask(simple("ai", "client", "late")).await),
+        server.code_of(simple("ai", "client", "late")).await,
         Code::OverLimit
     );
 }
@@ -491,25 +491,25 @@ async fn probes_and_refunds_do_not_spend_the_global_cap() {
     let server = TestServer::start(GLOBAL).await;
     for _ in 0..5 {
         let probe = request("ai", vec![with_hits(descriptor(&[("tokens", "a")]), 0)]);
-        assert_eq!(overall(&server.ask(probe).await), Code::Ok);
+        assert_eq!(server.code_of(probe).await, Code::Ok);
         let back = request("ai", vec![refund(descriptor(&[("tokens", "a")]), 10)]);
-        assert_eq!(overall(&server.ask(back).await), Code::Ok);
+        assert_eq!(server.code_of(back).await, Code::Ok);
     }
     for client in ["a", "b", "c"] {
         assert_eq!(
-            overall(&server.ask(simple("ai", "client", client)).await),
+            server.code_of(simple("ai", "client", client)).await,
             Code::Ok
         );
     }
     assert_eq!(
-        overall(&server.ask(simple("ai", "client", "d")).await),
+        server.code_of(simple("ai", "client", "d")).await,
         Code::OverLimit
     );
     // With the cap spent, a probe is denied but a refund still goes through.
     let probe = request("ai", vec![with_hits(descriptor(&[("tokens", "a")]), 0)]);
-    assert_eq!(overall(&server.ask(probe).await), Code::OverLimit);
+    assert_eq!(server.code_of(probe).await, Code::OverLimit);
     let back = request("ai", vec![refund(descriptor(&[("tokens", "a")]), 10)]);
-    assert_eq!(overall(&server.ask(back).await), Code::Ok);
+    assert_eq!(server.code_of(back).await, Code::Ok);
 }
 
 #[tokio::test]
@@ -517,15 +517,15 @@ async fn the_global_cap_counts_request_hits_not_descriptor_hits() {
     let server = TestServer::start(GLOBAL).await;
     // 500 tokens on the descriptor, one call on the cap.
     let spend = request("ai", vec![with_hits(descriptor(&[("tokens", "a")]), 500)]);
-    assert_eq!(overall(&server.ask(spend).await), Code::Ok);
+    assert_eq!(server.code_of(spend).await, Code::Ok);
     for client in ["a", "b"] {
         assert_eq!(
-            overall(&server.ask(simple("ai", "client", client)).await),
+            server.code_of(simple("ai", "client", client)).await,
             Code::Ok
         );
     }
     assert_eq!(
-        overall(&server.ask(simple("ai", "client", "c")).await),
+        server.code_of(simple("ai", "client", "c")).await,
         Code::OverLimit
     );
 }
@@ -602,7 +602,7 @@ async fn a_full_key_table_is_unavailable_over_the_wire_unless_a_limit_fails_clos
     };
     let server = TestServer::start_with(RULES, options).await;
     assert_eq!(
-        overall(&server.ask(simple("shop", "client", "a")).await),
+        server.code_of(simple("shop", "client", "a")).await,
         Code::Ok
     );
     let status = server
@@ -614,7 +614,7 @@ async fn a_full_key_table_is_unavailable_over_the_wire_unless_a_limit_fails_clos
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     // The key already tracked is still decided.
     assert_eq!(
-        overall(&server.ask(simple("shop", "client", "a")).await),
+        server.code_of(simple("shop", "client", "a")).await,
         Code::Ok
     );
 }

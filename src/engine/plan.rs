@@ -129,7 +129,7 @@ impl<'c> Plan<'c> {
             let mode = descriptor_mode(descriptor);
             if let Some(o) = descriptor.limit_override {
                 let key = plan.key(domain, descriptor, &[], KeySlot::Override(o));
-                plan.push(Op {
+                plan.ops.push(Op {
                     key: key.clone(),
                     actor: actors.route(&plan.keys[key]),
                     window: FixedWindow {
@@ -160,7 +160,7 @@ impl<'c> Plan<'c> {
                     };
                     let slot = KeySlot::Rule { index, unit };
                     let key = plan.key(domain, descriptor, &m.shared_values, slot);
-                    plan.push(Op {
+                    plan.ops.push(Op {
                         key: key.clone(),
                         actor: actors.route(&plan.keys[key]),
                         window: FixedWindow {
@@ -192,7 +192,7 @@ impl<'c> Plan<'c> {
         if let Some(mode) = global_mode(call) {
             for cap in &domain.global {
                 let key = plan.global_key(domain, cap);
-                plan.push(Op {
+                plan.ops.push(Op {
                     key,
                     actor: actors.global(),
                     window: FixedWindow {
@@ -219,10 +219,6 @@ impl<'c> Plan<'c> {
 
     pub fn has_fail_closed(&self) -> bool {
         self.ops.iter().any(|op| op.fail_closed)
-    }
-
-    fn push(&mut self, op: Op<'c>) {
-        self.ops.push(op);
     }
 
     fn key(

@@ -102,6 +102,11 @@ impl TestServer {
             .into_inner()
     }
 
+    /// Asks and returns only the overall code.
+    pub async fn code_of(&self, request: RateLimitRequest) -> Code {
+        overall(&self.ask(request).await)
+    }
+
     /// Stops the server and returns how `serve` ended.
     pub async fn stop(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
