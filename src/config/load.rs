@@ -21,11 +21,10 @@ use super::model::{
     DescriptorRule, Domain, FailMode, GlobalCap, Limit, LimitPolicy, RateLimitConfig, SourcePos,
     Unit,
 };
-use yaml::{Fields, Reader};
+use super::yaml::{self, Fields, Reader};
 
 #[cfg(test)]
 mod tests;
-mod yaml;
 
 const TOP_KEYS: &[&str] = &["domain", "global", "descriptors"];
 const RULE_KEYS: &[&str] = &[

@@ -2,11 +2,12 @@
 //! matching tree compiled from it. Read by every other module; depends on none of them.
 
 pub mod default;
-mod error;
+pub(crate) mod error;
 pub mod listing;
 pub mod load;
 pub mod model;
 pub mod tree;
+pub(crate) mod yaml;
 
 pub use load::{ConfigError, ConfigErrors, LoadOptions};
 pub use model::*;

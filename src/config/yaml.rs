@@ -8,7 +8,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Marker, Scalar, ScanError, YamlData};
 use saphyr_parser::{Event, Parser};
 use serde_json::Value as Json;
 
-use super::ConfigError;
+use super::error::ConfigError;
 use crate::config::model::SourcePos;
 
 /// The deepest YAML nesting accepted. saphyr's loader recurses once per level, so a file nested
@@ -16,7 +16,7 @@ use crate::config::model::SourcePos;
 const MAX_DEPTH: usize = 128;
 
 /// Every document in `text`.
-pub(super) fn parse(text: &str) -> Result<Vec<MarkedYaml<'_>>, ScanError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<MarkedYaml<'_>>, ScanError> {
     check_depth(text)?;
     MarkedYaml::load_from_str(text)
 }
@@ -43,8 +43,8 @@ fn check_depth(text: &str) -> Result<(), ScanError> {
 }
 
 /// A mapping whose keys were all checked against the keys its place allows.
-pub(super) struct Fields<'n, 'i> {
-    pub(super) map: &'n MarkedYaml<'i>,
+pub(crate) struct Fields<'n, 'i> {
+    pub(crate) map: &'n MarkedYaml<'i>,
     /// (key, key node, value node), in file order.
     entries: Vec<(&'n str, &'n MarkedYaml<'i>, &'n MarkedYaml<'i>)>,
 }
@@ -52,14 +52,14 @@ pub(super) struct Fields<'n, 'i> {
 impl<'n, 'i> Fields<'n, 'i> {
     /// The value given for `key`. A null value (`key:` alone) is as good as absent, as in the
     /// reference service.
-    pub(super) fn get(&self, key: &str) -> Option<&'n MarkedYaml<'i>> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'n MarkedYaml<'i>> {
         self.entry(key)
             .map(|(_, value)| value)
             .filter(|value| !matches!(value.data, YamlData::Value(Scalar::Null)))
     }
 
     /// Where `key` itself is written, if given.
-    pub(super) fn key_node(&self, key: &str) -> Option<&'n MarkedYaml<'i>> {
+    pub(crate) fn key_node(&self, key: &str) -> Option<&'n MarkedYaml<'i>> {
         self.entry(key).map(|(key, _)| key)
     }
 
@@ -72,14 +72,14 @@ impl<'n, 'i> Fields<'n, 'i> {
 }
 
 /// Reads one file's tree, recording every problem it meets in `errors`.
-pub(super) struct Reader<'t, 'e> {
+pub(crate) struct Reader<'t, 'e> {
     file: Arc<str>,
     source: Source<'t>,
     errors: &'e mut Vec<ConfigError>,
 }
 
 impl<'t, 'e> Reader<'t, 'e> {
-    pub(super) fn new(file: &str, text: &'t str, errors: &'e mut Vec<ConfigError>) -> Self {
+    pub(crate) fn new(file: &str, text: &'t str, errors: &'e mut Vec<ConfigError>) -> Self {
         Reader {
             file: Arc::from(file),
             source: Source::new(text),
@@ -87,17 +87,17 @@ impl<'t, 'e> Reader<'t, 'e> {
         }
     }
 
-    pub(super) fn file(&self) -> &Arc<str> {
+    pub(crate) fn file(&self) -> &Arc<str> {
         &self.file
     }
 
     /// The errors recorded so far, for checks made over what was read.
-    pub(super) fn errors(&mut self) -> &mut Vec<ConfigError> {
+    pub(crate) fn errors(&mut self) -> &mut Vec<ConfigError> {
         self.errors
     }
 
     /// `node` as a mapping whose keys are strings among `allowed`; every other key is reported.
-    pub(super) fn fields<'n, 'i>(
+    pub(crate) fn fields<'n, 'i>(
         &mut self,
         node: &'n MarkedYaml<'i>,
         allowed: &[&str],
@@ -126,7 +126,7 @@ impl<'t, 'e> Reader<'t, 'e> {
         Some(Fields { map: node, entries })
     }
 
-    pub(super) fn list<'n, 'i>(
+    pub(crate) fn list<'n, 'i>(
         &mut self,
         node: &'n MarkedYaml<'i>,
         key: &str,
@@ -140,7 +140,7 @@ impl<'t, 'e> Reader<'t, 'e> {
     }
 
     /// A text that must be given and not empty, with the node it was read from.
-    pub(super) fn required_text<'n, 'i>(
+    pub(crate) fn required_text<'n, 'i>(
         &mut self,
         f: &Fields<'n, 'i>,
         key: &str,
@@ -159,13 +159,13 @@ impl<'t, 'e> Reader<'t, 'e> {
     }
 
     /// A text that may be left out; empty is the same as absent, as in the reference service.
-    pub(super) fn optional_text(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<String> {
+    pub(crate) fn optional_text(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<String> {
         let node = f.get(key)?;
         self.text(node, key).filter(|text| !text.is_empty())
     }
 
     /// The text of `key`'s value, which must be a scalar (see [`Self::scalar_text`]).
-    pub(super) fn text(&mut self, node: &MarkedYaml<'_>, key: &str) -> Option<String> {
+    pub(crate) fn text(&mut self, node: &MarkedYaml<'_>, key: &str) -> Option<String> {
         let text = self.scalar_text(node);
         if text.is_none() {
             let message = format!("'{key}' must be a string, found {}", self.describe(node));
@@ -187,7 +187,7 @@ impl<'t, 'e> Reader<'t, 'e> {
     }
 
     /// A boolean that may be left out (false).
-    pub(super) fn flag(&mut self, f: &Fields<'_, '_>, key: &str) -> bool {
+    pub(crate) fn flag(&mut self, f: &Fields<'_, '_>, key: &str) -> bool {
         let Some(node) = f.get(key) else {
             return false;
         };
@@ -203,7 +203,7 @@ impl<'t, 'e> Reader<'t, 'e> {
     }
 
     /// A `u32` that may be left out (0).
-    pub(super) fn count(&mut self, f: &Fields<'_, '_>, key: &str) -> u32 {
+    pub(crate) fn count(&mut self, f: &Fields<'_, '_>, key: &str) -> u32 {
         let Some(node) = f.get(key) else {
             return 0;
         };
@@ -222,7 +222,7 @@ impl<'t, 'e> Reader<'t, 'e> {
     }
 
     /// A YAML value as JSON. Every element is checked, so all that JSON cannot hold is reported.
-    pub(super) fn json(&mut self, node: &MarkedYaml<'_>) -> Option<Json> {
+    pub(crate) fn json(&mut self, node: &MarkedYaml<'_>) -> Option<Json> {
         match &node.data {
             YamlData::Sequence(items) => {
                 let items: Vec<_> = items.iter().map(|item| self.json(item)).collect();
@@ -257,7 +257,7 @@ impl<'t, 'e> Reader<'t, 'e> {
     }
 
     /// What a node is, for an error message.
-    pub(super) fn describe(&self, node: &MarkedYaml<'_>) -> String {
+    pub(crate) fn describe(&self, node: &MarkedYaml<'_>) -> String {
         match &node.data {
             YamlData::Value(Scalar::Null) => "null".into(),
             YamlData::Value(Scalar::Boolean(_)) => format!("boolean {}", self.raw(node)),
@@ -286,7 +286,7 @@ impl<'t, 'e> Reader<'t, 'e> {
         }
     }
 
-    pub(super) fn pos(&self, node: &MarkedYaml<'_>) -> SourcePos {
+    pub(crate) fn pos(&self, node: &MarkedYaml<'_>) -> SourcePos {
         self.pos_at(node.span.start)
     }
 
@@ -298,11 +298,11 @@ impl<'t, 'e> Reader<'t, 'e> {
         }
     }
 
-    pub(super) fn error(&mut self, node: &MarkedYaml<'_>, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, node: &MarkedYaml<'_>, message: impl Into<String>) {
         self.error_at(node.span.start, message);
     }
 
-    pub(super) fn error_at(&mut self, mark: Marker, message: impl Into<String>) {
+    pub(crate) fn error_at(&mut self, mark: Marker, message: impl Into<String>) {
         let error = ConfigError::at(&self.pos_at(mark), message);
         self.errors.push(error);
     }
