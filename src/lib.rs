@@ -5,6 +5,7 @@ pub mod config;
 pub mod engine;
 pub mod limits;
 pub mod proto;
+pub mod proxy;
 pub mod rls;
 pub mod server;
 pub mod store;

@@ -16,8 +16,9 @@ use tollgate::clock::SystemClock;
 use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
+use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, load_proxy_config, serve_proxy};
 use tollgate::rls::GrpcOptions;
-use tollgate::server::{Listeners, ServeOptions, serve};
+use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve};
 use tollgate::wire::RequestBounds;
 
 #[derive(Parser)]
@@ -45,6 +46,25 @@ enum Command {
     },
     /// Ask a rate-limit service one question and print the answer (exit 0 OK, 2 OVER_LIMIT).
     Check(CheckArgs),
+    /// Run the OpenAI forwarding proxy alone, asking a rate-limit service over gRPC.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// The proxy's YAML config.
+    #[arg(long, env = "TOLLGATE_PROXY_CONFIG")]
+    proxy_config: PathBuf,
+    /// The rate-limit service to ask (Tollgate, or any Envoy-compatible one).
+    #[arg(
+        long,
+        env = "TOLLGATE_RLS_ADDR",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    rls_addr: String,
+    /// Where to listen; overrides `listen:` in the file.
+    #[arg(long, env = "TOLLGATE_PROXY_ADDR")]
+    proxy_addr: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -107,6 +127,12 @@ struct ServeArgs {
     /// How long in-flight calls may finish after SIGTERM/SIGINT.
     #[arg(long, env = "TOLLGATE_DRAIN_GRACE_SECS", default_value_t = 10)]
     drain_grace_secs: u64,
+    /// Also run the OpenAI forwarding proxy from this file, deciding in this process.
+    #[arg(long, env = "TOLLGATE_PROXY_CONFIG")]
+    proxy_config: Option<PathBuf>,
+    /// Where the proxy listens; overrides `listen:` in its file.
+    #[arg(long, env = "TOLLGATE_PROXY_ADDR")]
+    proxy_addr: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -161,6 +187,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Serve(args) => run_serve(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Check(args) => run_check(args).await,
+                    Command::Proxy(args) => run_proxy(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Validate { .. } => unreachable!("handled above"),
                 }
             }),
@@ -206,6 +233,21 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("{line}");
     }
     let options = serve_options(&args);
+    let proxy = match &args.proxy_config {
+        Some(path) => {
+            let (proxy, api_key) = load_proxy(path, args.proxy_addr)?;
+            if !config.domains.contains_key(&proxy.domain) {
+                anyhow::bail!(
+                    "the proxy's domain '{}' ({}) is not in the rate-limit config: it would \
+                     limit nothing",
+                    proxy.domain,
+                    path.display()
+                );
+            }
+            Some((proxy, api_key))
+        }
+        None => None,
+    };
     let grpc = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC on {}", args.grpc_addr))?;
@@ -214,9 +256,21 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP admin on {}", args.http_addr))?;
     tracing::info!(addr = %grpc.local_addr()?, "gRPC (ShouldRateLimit, health, reflection)");
     tracing::info!(addr = %admin.local_addr()?, "HTTP admin (/healthcheck /json /metrics /rlconfig)");
+    let proxy = match proxy {
+        Some((config, api_key)) => {
+            let listener = bind_proxy(&config).await?;
+            Some(ProxyListener {
+                listener,
+                config,
+                api_key,
+            })
+        }
+        None => None,
+    };
     let listeners = Listeners {
         grpc,
         admin: Some(admin),
+        proxy,
     };
     let (reload, reloads) = tokio::sync::mpsc::channel(1);
     reload_on_sighup(args, reload);
@@ -346,4 +400,57 @@ async fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The proxy's file and its API key, checked before anything is bound.
+fn load_proxy(
+    path: &std::path::Path,
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<(ProxyConfig, String)> {
+    let mut config = load_proxy_config(path)
+        .map_err(|errors| anyhow::anyhow!("the proxy config is not valid:\n{errors}"))?;
+    if let Some(addr) = addr {
+        config.listen = addr;
+    }
+    let api_key = std::env::var(&config.api_key_env).unwrap_or_default();
+    if api_key.trim().is_empty() {
+        anyhow::bail!(
+            "${} is not set: the proxy needs the upstream API key (api_key_env in {})",
+            config.api_key_env,
+            path.display()
+        );
+    }
+    Ok((config, api_key))
+}
+
+async fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the proxy on {}", config.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        upstream = %config.upstream,
+        domain = %config.domain,
+        "OpenAI proxy"
+    );
+    Ok(listener)
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let (config, api_key) = load_proxy(&args.proxy_config, args.proxy_addr)?;
+    let remote = Remote::new(&args.rls_addr, config.limiter_timeout)
+        .with_context(|| format!("--rls-addr {}", args.rls_addr))?;
+    let listener = bind_proxy(&config).await?;
+    tracing::info!(rls = %args.rls_addr, "asking this rate-limit service");
+    let proxy = Proxy::new(config, &api_key, Limiter::Remote(remote))?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(serve_proxy(
+        listener,
+        std::sync::Arc::new(proxy),
+        stop.clone(),
+    ));
+    shutdown_signal().await;
+    stop.cancel();
+    serving.await??;
+    Ok(())
 }

@@ -19,6 +19,7 @@ use crate::admin::{AdminOptions, Readiness, serve_admin};
 use crate::clock::SharedClock;
 use crate::config::RateLimitConfig;
 use crate::engine::{Engine, EngineOptions};
+use crate::proxy::{Limiter, Proxy, ProxyConfig, ProxyError, serve_proxy};
 use crate::rls::{GrpcError, GrpcOptions, serve_grpc, set_health};
 
 #[derive(Clone, Debug)]
@@ -49,6 +50,14 @@ impl Default for ServeOptions {
 pub struct Listeners {
     pub grpc: TcpListener,
     pub admin: Option<TcpListener>,
+    /// The OpenAI proxy, deciding in this process.
+    pub proxy: Option<ProxyListener>,
+}
+
+pub struct ProxyListener {
+    pub listener: TcpListener,
+    pub config: ProxyConfig,
+    pub api_key: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +66,12 @@ pub enum ServeError {
     Grpc(#[from] GrpcError),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
+    #[error("the proxy's domain '{0}' is not in the rate-limit config: it would limit nothing")]
+    ProxyDomain(String),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("proxy server failed: {0}")]
+    ProxyServer(std::io::Error),
     #[error("a server stopped before shutdown was asked for")]
     StoppedEarly,
     #[error("a server task panicked: {0}")]
@@ -74,6 +89,12 @@ pub async fn serve(
     mut reloads: mpsc::Receiver<RateLimitConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let proxy_domain = listeners.proxy.as_ref().map(|p| p.config.domain.clone());
+    if let Some(domain) = &proxy_domain
+        && !config.domains.contains_key(domain)
+    {
+        return Err(ServeError::ProxyDomain(domain.clone()));
+    }
     let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
     let mut registry = Registry::default();
     engine.metrics().register(&mut registry);
@@ -101,6 +122,21 @@ pub async fn serve(
             Ok(serve_admin(listener, engine, readiness, registry, admin, stop).await?)
         });
     }
+    if let Some(ProxyListener {
+        listener,
+        config,
+        api_key,
+    }) = listeners.proxy
+    {
+        let limiter = Limiter::InProcess(engine.clone());
+        let proxy = Arc::new(Proxy::new(config, &api_key, limiter)?);
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            serve_proxy(listener, proxy, stop)
+                .await
+                .map_err(ServeError::ProxyServer)
+        });
+    }
     {
         let (engine, stop) = (engine.clone(), stop.clone());
         let interval = options.sweep_interval;
@@ -116,6 +152,12 @@ pub async fn serve(
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     reload = reloads.recv() => match reload {
+                        Some(config) if proxy_domain.as_ref().is_some_and(|d| !config.domains.contains_key(d)) => {
+                            tracing::error!(
+                                domain = proxy_domain.as_deref().unwrap_or_default(),
+                                "reload refused: the proxy's domain is missing from the new config"
+                            );
+                        }
                         Some(config) => {
                             engine.replace_config(config);
                             tracing::info!("configuration reloaded");

@@ -47,6 +47,7 @@ impl TestServer {
         let clock = ManualClock::new(T0);
         let (stop, stopped) = oneshot::channel();
         let listeners = Listeners {
+            proxy: None,
             grpc,
             admin: Some(admin),
         };

@@ -1,0 +1,193 @@
+//! The request body's policy, applied before anything is spent: the model allow-list, output
+//! caps clamped (so every call has a bounded worst case), `store` off, the client's hashed id as
+//! `safety_identifier`, and usage asked for on streams so token budgets can settle.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::config::ProxyConfig;
+use super::reply::ApiError;
+use super::route::RouteKind;
+
+/// A body ready to forward, and what the proxy learnt from it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub body: Bytes,
+    pub model: Option<String>,
+    pub stream: bool,
+    /// The client asked for the usage chunk of a stream itself (else the proxy strips it).
+    pub client_wants_usage: bool,
+    /// The most tokens the call can cost: the prompt estimate plus the clamped output.
+    pub worst_case_tokens: u64,
+}
+
+pub fn prepare(
+    kind: RouteKind,
+    raw: Bytes,
+    config: &ProxyConfig,
+    safety_identifier: &str,
+) -> Result<Prepared, ApiError> {
+    let prompt_estimate = match &config.tokens {
+        Some(tokens) => (raw.len() as u64).div_ceil(tokens.bytes_per_token),
+        None => 0,
+    };
+    let mut body = match parse_object(kind, &raw)? {
+        Some(body) => body,
+        None => {
+            return Ok(Prepared {
+                body: raw,
+                model: None,
+                stream: false,
+                client_wants_usage: false,
+                worst_case_tokens: 0,
+            });
+        }
+    };
+    let model = check_model(&body, config)?;
+    let stream = body.get("stream") == Some(&Value::Bool(true));
+    let mut client_wants_usage = false;
+    let output = match kind {
+        RouteKind::Chat => {
+            let choices = choices(&body, config)?;
+            let per_choice = clamp_chat_output(&mut body, config.max_output_tokens)?;
+            if stream && config.tokens.is_some() {
+                client_wants_usage = ask_for_usage(&mut body)?;
+            }
+            per_choice.saturating_mul(choices)
+        }
+        RouteKind::Responses => clamp(&mut body, "max_output_tokens", config.max_output_tokens)?,
+        RouteKind::Embeddings | RouteKind::Other => 0,
+    };
+    if matches!(kind, RouteKind::Chat | RouteKind::Responses) {
+        if !config.allow_store {
+            body.insert("store".into(), Value::Bool(false));
+        }
+        if config.safety_identifier {
+            body.insert("safety_identifier".into(), Value::from(safety_identifier));
+        }
+    }
+    let body = match kind {
+        RouteKind::Other => raw,
+        _ => Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::invalid(e.to_string()))?),
+    };
+    Ok(Prepared {
+        body,
+        model,
+        stream,
+        client_wants_usage,
+        worst_case_tokens: if kind.has_token_cost() {
+            prompt_estimate.saturating_add(output)
+        } else {
+            0
+        },
+    })
+}
+
+/// The body as a JSON object: required for the model calls, optional elsewhere (a body that is
+/// not one is forwarded as it came).
+fn parse_object(kind: RouteKind, raw: &[u8]) -> Result<Option<Map<String, Value>>, ApiError> {
+    if kind == RouteKind::Other && raw.is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(body)) => Ok(Some(body)),
+        _ if kind == RouteKind::Other => Ok(None),
+        Ok(_) => Err(ApiError::invalid("The request body must be a JSON object.")),
+        Err(e) => Err(ApiError::invalid(format!(
+            "The request body is not valid JSON: {e}."
+        ))),
+    }
+}
+
+fn check_model(
+    body: &Map<String, Value>,
+    config: &ProxyConfig,
+) -> Result<Option<String>, ApiError> {
+    let model = match body.get("model") {
+        None => None,
+        Some(Value::String(model)) => Some(model.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid("'model' must be a string.").param("model"));
+        }
+    };
+    if config.models.is_empty() {
+        return Ok(model);
+    }
+    match &model {
+        Some(name) if config.models.contains(name) => Ok(model),
+        Some(name) => Err(ApiError::invalid(format!(
+            "The model '{}' is not offered by this service.",
+            name.chars().take(64).collect::<String>()
+        ))
+        .param("model")
+        .code("model_not_allowed")),
+        None => Err(ApiError::invalid("'model' is required.").param("model")),
+    }
+}
+
+fn choices(body: &Map<String, Value>, config: &ProxyConfig) -> Result<u64, ApiError> {
+    let n = match body.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(value) => value.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+            ApiError::invalid("'n' must be a whole number of at least 1.").param("n")
+        })?,
+    };
+    if n > config.max_choices {
+        return Err(
+            ApiError::invalid(format!("'n' may be at most {} here.", config.max_choices))
+                .param("n"),
+        );
+    }
+    Ok(n)
+}
+
+/// Chat's two output caps: `max_completion_tokens`, or the older `max_tokens` when only that is
+/// given (some models refuse one or the other, so the client's choice is kept).
+fn clamp_chat_output(body: &mut Map<String, Value>, cap: Option<u64>) -> Result<u64, ApiError> {
+    if body.contains_key("max_tokens") && !body.contains_key("max_completion_tokens") {
+        clamp(body, "max_tokens", cap)
+    } else {
+        clamp(body, "max_completion_tokens", cap)
+    }
+}
+
+/// Clamps `field` to `cap` (setting it when absent); the result is the call's output bound,
+/// 0 when nothing bounds it (no cap configured and none asked).
+fn clamp(
+    body: &mut Map<String, Value>,
+    field: &'static str,
+    cap: Option<u64>,
+) -> Result<u64, ApiError> {
+    let asked = match body.get(field) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_u64().ok_or_else(|| {
+            ApiError::invalid(format!("'{field}' must be a whole number.")).param(field)
+        })?),
+    };
+    let bound = match (asked, cap) {
+        (Some(asked), Some(cap)) => asked.min(cap),
+        (None, Some(cap)) => cap,
+        (Some(asked), None) => asked,
+        (None, None) => return Ok(0),
+    };
+    body.insert(field.into(), Value::from(bound));
+    Ok(bound)
+}
+
+/// Sets `stream_options.include_usage`; returns whether the client had asked for it.
+fn ask_for_usage(body: &mut Map<String, Value>) -> Result<bool, ApiError> {
+    let options = body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if options.is_null() {
+        *options = Value::Object(Map::new());
+    }
+    let Value::Object(options) = options else {
+        return Err(
+            ApiError::invalid("'stream_options' must be an object.").param("stream_options")
+        );
+    };
+    let asked = options.get("include_usage") == Some(&Value::Bool(true));
+    options.insert("include_usage".into(), Value::Bool(true));
+    Ok(asked)
+}

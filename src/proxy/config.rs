@@ -1,0 +1,588 @@
+//! The proxy's configuration file: its model and its loading, with every problem reported at
+//! its file, line and column, and any problem refusing the whole file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use ipnet::IpNet;
+use reqwest::Url;
+use saphyr::{MarkedYaml, Marker};
+
+use super::route::{Route, RouteKind};
+use crate::config::error::{ConfigError, ConfigErrors};
+use crate::config::yaml::{self, Fields, Reader};
+
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "enabled",
+    "upstream",
+    "api_key_env",
+    "organization",
+    "project",
+    "domain",
+    "descriptors",
+    "routes",
+    "trusted_proxies",
+    "client_header",
+    "client_token_header",
+    "ipv6_prefix",
+    "cors",
+    "max_body_bytes",
+    "on_limiter_error",
+    "limiter_timeout_ms",
+    "models",
+    "max_output_tokens",
+    "max_choices",
+    "allow_store",
+    "safety_identifier",
+    "max_streams_per_client",
+    "upstream_connect_timeout_ms",
+    "upstream_response_timeout_secs",
+    "upstream_idle_timeout_secs",
+    "tokens",
+];
+const ENTRY_KEYS: &[&str] = &["key", "value"];
+const CORS_KEYS: &[&str] = &["allowed_origins", "max_age_secs"];
+const TOKEN_KEYS: &[&str] = &["descriptors", "bytes_per_token"];
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    /// `false` answers every call 503 without asking anyone: the kill switch.
+    pub enabled: bool,
+    /// The upstream base URL; a route's path is appended to it.
+    pub upstream: Url,
+    /// The environment variable holding the upstream API key.
+    pub api_key_env: String,
+    /// Sent upstream as `OpenAI-Organization` / `OpenAI-Project`, in place of the client's.
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    /// The rate-limit domain the proxy asks about.
+    pub domain: String,
+    /// One descriptor per list, charged one request per call.
+    pub descriptors: Vec<DescriptorTemplate>,
+    pub routes: Vec<Route>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub client_header: HeaderName,
+    pub client_token_header: Option<HeaderName>,
+    pub ipv6_prefix: u8,
+    pub cors: Cors,
+    pub max_body_bytes: usize,
+    pub on_limiter_error: OnLimiterError,
+    pub limiter_timeout: Duration,
+    /// Models a call may name; empty allows any.
+    pub models: Vec<String>,
+    /// The most output tokens one choice may ask for; requests asking more are clamped.
+    pub max_output_tokens: Option<u64>,
+    /// The most choices (`n`) one chat call may ask for.
+    pub max_choices: u64,
+    /// Let clients store completions and responses at the provider (`store`), else forced off.
+    pub allow_store: bool,
+    /// Send a keyed hash of the client as `safety_identifier`.
+    pub safety_identifier: bool,
+    /// Concurrent streamed calls per client; 0 is no cap.
+    pub max_streams_per_client: u32,
+    pub upstream_connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers.
+    pub upstream_response_timeout: Duration,
+    /// Longest silence while a response body is streaming.
+    pub upstream_idle_timeout: Duration,
+    pub tokens: Option<TokenBudget>,
+}
+
+/// What the proxy answers when the decision service fails or answers nonsense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLimiterError {
+    Deny,
+    Allow,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Cors {
+    /// Exact `Origin` values allowed, e.g. `chrome-extension://<id>`.
+    pub allowed_origins: Vec<String>,
+    pub max_age_secs: u64,
+}
+
+/// Token limits: descriptors charged the worst case of a call before it is forwarded and
+/// settled to the upstream's reported usage afterwards.
+#[derive(Clone, Debug)]
+pub struct TokenBudget {
+    pub descriptors: Vec<DescriptorTemplate>,
+    /// The prompt estimate is the request body's size divided by this (1 is an upper bound for
+    /// text: no token is shorter than a byte).
+    pub bytes_per_token: u64,
+}
+
+/// One descriptor's entries, with placeholders filled per call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescriptorTemplate {
+    pub entries: Vec<(String, Template)>,
+}
+
+/// A value with `{client}`, `{ip}`, `{route}` and `{model}` placeholders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template(Vec<Piece>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Var(Var),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Var {
+    /// The client: its address, with its install token when one is configured and sent.
+    Client,
+    /// The client's address alone.
+    Ip,
+    Route,
+    Model,
+}
+
+/// The values a template is filled with for one call.
+pub struct Vars<'a> {
+    pub client: &'a str,
+    pub ip: &'a str,
+    pub route: &'a str,
+    pub model: &'a str,
+}
+
+impl Template {
+    pub fn fill(&self, vars: &Vars<'_>) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Var(Var::Client) => out.push_str(vars.client),
+                Piece::Var(Var::Ip) => out.push_str(vars.ip),
+                Piece::Var(Var::Route) => out.push_str(vars.route),
+                Piece::Var(Var::Model) => out.push_str(vars.model),
+            }
+        }
+        out
+    }
+
+    pub fn uses(&self, var: Var) -> bool {
+        self.0.contains(&Piece::Var(var))
+    }
+
+    fn parse(text: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                return Err(format!("'{text}' has a '{{' that is never closed"));
+            };
+            let var = match &rest[open + 1..open + close] {
+                "client" => Var::Client,
+                "ip" => Var::Ip,
+                "route" => Var::Route,
+                "model" => Var::Model,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder '{{{other}}}' (expected {{client}}, {{ip}}, {{route}} or {{model}})"
+                    ));
+                }
+            };
+            pieces.push(Piece::Var(var));
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Template(pieces))
+    }
+}
+
+impl DescriptorTemplate {
+    pub fn uses(&self, var: Var) -> bool {
+        self.entries.iter().any(|(_, value)| value.uses(var))
+    }
+}
+
+/// Reads and checks the proxy config file.
+pub fn load_proxy_config(path: &Path) -> Result<ProxyConfig, ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_proxy_config(&name, &text),
+        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
+            name,
+            format!("cannot read: {e}"),
+        )])),
+    }
+}
+
+/// Checks a proxy config given as text; `file` names it in errors.
+pub fn parse_proxy_config(file: &str, text: &str) -> Result<ProxyConfig, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut reader = Reader::new(file, text, &mut errors);
+    let config = match yaml::parse(text) {
+        Ok(docs) => match docs.first() {
+            Some(top) => reader.proxy(top),
+            None => {
+                reader.error_at(Marker::new(0, 1, 0), "no YAML document: expected a mapping");
+                None
+            }
+        },
+        Err(e) => {
+            reader.error_at(*e.marker(), format!("invalid YAML: {}", e.info()));
+            None
+        }
+    };
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => {
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// The proxy's format, read on top of the generic [`Reader`].
+impl Reader<'_, '_> {
+    fn proxy(&mut self, top: &MarkedYaml<'_>) -> Option<ProxyConfig> {
+        let f = self.fields(top, TOP_KEYS, "the proxy config")?;
+        let listen = self.parsed(&f, "listen", "an address such as 127.0.0.1:8090");
+        let upstream = self.upstream(&f);
+        let domain = self.required_text(&f, "domain", "the proxy config");
+        let descriptors = match f.get("descriptors") {
+            Some(node) => self.descriptor_lists(node, "descriptors"),
+            None => {
+                self.error(
+                    top,
+                    "the proxy config has no 'descriptors': nothing would be limited",
+                );
+                Vec::new()
+            }
+        };
+        let routes = match f.get("routes") {
+            Some(node) => self.routes(node),
+            None => Route::defaults(),
+        };
+        let trusted_proxies = self.list_of(&f, "trusted_proxies", |text| {
+            parse_cidr(text).ok_or_else(|| format!("'{text}' is not an address or a CIDR"))
+        });
+        let client_header = self.header(&f, "client_header");
+        let client_token_header = self.header(&f, "client_token_header");
+        let ipv6_prefix: Option<u8> = self.parsed(&f, "ipv6_prefix", "a prefix length");
+        let cors = f
+            .get("cors")
+            .map(|node| self.cors(node))
+            .unwrap_or_default();
+        let on_limiter_error = match self.optional_text(&f, "on_limiter_error").as_deref() {
+            None | Some("deny") => OnLimiterError::Deny,
+            Some("allow") => OnLimiterError::Allow,
+            Some(other) => {
+                let node = f.get("on_limiter_error").unwrap_or(top);
+                let message = format!("'on_limiter_error' must be deny or allow, found '{other}'");
+                self.error(node, message);
+                OnLimiterError::Deny
+            }
+        };
+        let tokens = f.get("tokens").and_then(|node| self.tokens(node));
+        let max_output_tokens: Option<u64> = self.parsed(&f, "max_output_tokens", "a count");
+        let models = self.list_of(&f, "models", |text| Ok(text.to_owned()));
+        let max_streams: Option<u32> = self.parsed(&f, "max_streams_per_client", "a count");
+        let config = ProxyConfig {
+            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
+            enabled: self.flag_or(&f, "enabled", true),
+            upstream: upstream?,
+            api_key_env: self
+                .optional_text(&f, "api_key_env")
+                .unwrap_or_else(|| "OPENAI_API_KEY".to_owned()),
+            organization: self.optional_text(&f, "organization"),
+            project: self.optional_text(&f, "project"),
+            domain: domain?.0,
+            descriptors,
+            routes,
+            trusted_proxies,
+            client_header: client_header
+                .unwrap_or_else(|| HeaderName::from_static("x-forwarded-for")),
+            client_token_header,
+            ipv6_prefix: ipv6_prefix.unwrap_or(64),
+            cors,
+            max_body_bytes: self
+                .parsed(&f, "max_body_bytes", "a size in bytes")
+                .unwrap_or(2 << 20),
+            on_limiter_error,
+            limiter_timeout: self.millis(&f, "limiter_timeout_ms", 50),
+            models,
+            max_output_tokens,
+            max_choices: self.parsed(&f, "max_choices", "a count").unwrap_or(1),
+            allow_store: self.flag_or(&f, "allow_store", false),
+            safety_identifier: self.flag_or(&f, "safety_identifier", true),
+            max_streams_per_client: max_streams.unwrap_or(4),
+            upstream_connect_timeout: self.millis(&f, "upstream_connect_timeout_ms", 10_000),
+            upstream_response_timeout: self.secs(&f, "upstream_response_timeout_secs", 600),
+            upstream_idle_timeout: self.secs(&f, "upstream_idle_timeout_secs", 300),
+            tokens,
+        };
+        self.cross_checks(&f, top, &config);
+        Some(config)
+    }
+
+    /// What no single key can check alone.
+    fn cross_checks(&mut self, f: &Fields<'_, '_>, top: &MarkedYaml<'_>, config: &ProxyConfig) {
+        if config.ipv6_prefix > 128 {
+            let node = f.get("ipv6_prefix").unwrap_or(top);
+            self.error(node, "'ipv6_prefix' must be from 0 to 128");
+        }
+        if config.max_choices == 0 {
+            let node = f.get("max_choices").unwrap_or(top);
+            self.error(node, "'max_choices' must be at least 1");
+        }
+        if config.client_token_header.is_some()
+            && !config.descriptors.iter().any(|d| d.uses(Var::Ip))
+        {
+            let node = f.key_node("client_token_header").unwrap_or(top);
+            let message = "'client_token_header' is set but no descriptor limits '{ip}': \
+                           a client could rotate tokens past every limit";
+            self.error(node, message);
+        }
+        if let Some(tokens) = &config.tokens {
+            if config.max_output_tokens.is_none() {
+                let node = f.key_node("tokens").unwrap_or(top);
+                let message = "'tokens' needs 'max_output_tokens': without it a call's worst \
+                               case is unbounded";
+                self.error(node, message);
+            }
+            if tokens.bytes_per_token == 0 {
+                let node = f.key_node("tokens").unwrap_or(top);
+                self.error(node, "'tokens.bytes_per_token' must be at least 1");
+            }
+        }
+        if !config.upstream.username().is_empty() || config.upstream.password().is_some() {
+            let node = f.get("upstream").unwrap_or(top);
+            self.error(
+                node,
+                "'upstream' must not carry credentials: use api_key_env",
+            );
+        }
+    }
+
+    fn upstream(&mut self, f: &Fields<'_, '_>) -> Option<Url> {
+        let (text, node) = self.required_text(f, "upstream", "the proxy config")?;
+        match Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                if url.query().is_some() || url.fragment().is_some() {
+                    self.error(node, "'upstream' must be a base URL without a query");
+                    return None;
+                }
+                Some(url)
+            }
+            Ok(_) => {
+                self.error(
+                    node,
+                    format!("'upstream' must be an http(s) URL, found '{text}'"),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(node, format!("'upstream' is not a URL ({e}): '{text}'"));
+                None
+            }
+        }
+    }
+
+    /// A list of descriptors, each a list of `{key, value}` entries.
+    fn descriptor_lists(&mut self, node: &MarkedYaml<'_>, what: &str) -> Vec<DescriptorTemplate> {
+        let items = self.list(node, what);
+        if items.is_empty() {
+            self.error(node, format!("'{what}' is empty"));
+        }
+        let mut out = Vec::new();
+        for item in items {
+            let written = self.list(item, "a descriptor");
+            if written.is_empty() {
+                self.error(item, format!("a descriptor in '{what}' has no entries"));
+                continue;
+            }
+            let entries: Vec<_> = written.iter().filter_map(|e| self.entry(e)).collect();
+            // An entry that failed is reported already; the descriptor is dropped with it.
+            if entries.len() == written.len() {
+                out.push(DescriptorTemplate { entries });
+            }
+        }
+        out
+    }
+
+    fn entry(&mut self, node: &MarkedYaml<'_>) -> Option<(String, Template)> {
+        let f = self.fields(node, ENTRY_KEYS, "a descriptor entry")?;
+        let key = self.required_text(&f, "key", "a descriptor entry");
+        let value = self.required_text(&f, "value", "a descriptor entry");
+        let (key, _) = key?;
+        let (value, value_node) = value?;
+        match Template::parse(&value) {
+            Ok(template) => Some((key, template)),
+            Err(message) => {
+                self.error(value_node, message);
+                None
+            }
+        }
+    }
+
+    fn routes(&mut self, node: &MarkedYaml<'_>) -> Vec<Route> {
+        let mut routes: Vec<Route> = Vec::new();
+        for item in self.list(node, "routes") {
+            let Some(text) = self.text(item, "routes") else {
+                continue;
+            };
+            match Route::parse(&text) {
+                Ok(route) if routes.iter().any(|r| r.same_as(&route)) => {
+                    self.error(item, format!("route '{text}' is listed twice"));
+                }
+                Ok(route) => routes.push(route),
+                Err(message) => self.error(item, message),
+            }
+        }
+        routes
+    }
+
+    fn cors(&mut self, node: &MarkedYaml<'_>) -> Cors {
+        let Some(f) = self.fields(node, CORS_KEYS, "'cors'") else {
+            return Cors::default();
+        };
+        let allowed_origins = self.list_of(&f, "allowed_origins", |text| {
+            if text == "*" || text == "null" {
+                Err(format!(
+                    "origin '{text}' would let any page spend the budget"
+                ))
+            } else if text.ends_with('/') || !text.contains("://") {
+                Err(format!(
+                    "'{text}' is not an origin (scheme://host[:port], no path)"
+                ))
+            } else {
+                Ok(text.to_owned())
+            }
+        });
+        Cors {
+            allowed_origins,
+            max_age_secs: self.parsed(&f, "max_age_secs", "seconds").unwrap_or(600),
+        }
+    }
+
+    fn tokens(&mut self, node: &MarkedYaml<'_>) -> Option<TokenBudget> {
+        let f = self.fields(node, TOKEN_KEYS, "'tokens'")?;
+        let descriptors = match f.get("descriptors") {
+            Some(node) => self.descriptor_lists(node, "tokens.descriptors"),
+            None => {
+                self.error(node, "'tokens' has no 'descriptors'");
+                Vec::new()
+            }
+        };
+        Some(TokenBudget {
+            descriptors,
+            bytes_per_token: self.parsed(&f, "bytes_per_token", "a count").unwrap_or(1),
+        })
+    }
+
+    /// A list of strings, each checked by `parse`.
+    fn list_of<T>(
+        &mut self,
+        f: &Fields<'_, '_>,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let Some(node) = f.get(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in self.list(node, key) {
+            if let Some(text) = self.text(item, key) {
+                match parse(&text) {
+                    Ok(value) => out.push(value),
+                    Err(message) => self.error(item, message),
+                }
+            }
+        }
+        out
+    }
+
+    fn header(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<HeaderName> {
+        let text = self.optional_text(f, key)?;
+        match HeaderName::from_str(&text.to_ascii_lowercase()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                let node = f.get(key)?;
+                self.error(node, format!("'{key}' is not a header name: '{text}'"));
+                None
+            }
+        }
+    }
+
+    /// A value given as text and parsed as `T`; absent is `None`.
+    fn parsed<T: FromStr>(&mut self, f: &Fields<'_, '_>, key: &str, expected: &str) -> Option<T> {
+        let node = f.get(key)?;
+        let text = self.text(node, key)?;
+        match text.parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.error(node, format!("'{key}' must be {expected}, found '{text}'"));
+                None
+            }
+        }
+    }
+
+    fn millis(&mut self, f: &Fields<'_, '_>, key: &str, default: u64) -> Duration {
+        Duration::from_millis(self.parsed(f, key, "milliseconds").unwrap_or(default))
+    }
+
+    fn secs(&mut self, f: &Fields<'_, '_>, key: &str, default: u64) -> Duration {
+        Duration::from_secs(self.parsed(f, key, "seconds").unwrap_or(default))
+    }
+
+    fn flag_or(&mut self, f: &Fields<'_, '_>, key: &str, default: bool) -> bool {
+        if f.get(key).is_none() {
+            return default;
+        }
+        self.flag(f, key)
+    }
+}
+
+/// `10.0.0.0/8`, or a single address as its /32 or /128.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+impl RouteKind {
+    /// Whether a call of this kind has a token cost the proxy can bound and read back.
+    pub fn has_token_cost(self) -> bool {
+        matches!(
+            self,
+            RouteKind::Chat | RouteKind::Responses | RouteKind::Embeddings
+        )
+    }
+}
+
+impl Route {
+    /// The routes served when the file lists none: the model calls, and listing models.
+    pub fn defaults() -> Vec<Route> {
+        [
+            "POST /v1/chat/completions",
+            "POST /v1/responses",
+            "POST /v1/embeddings",
+            "GET /v1/models",
+        ]
+        .iter()
+        .filter_map(|text| Route::parse(text).ok())
+        .collect()
+    }
+
+    fn same_as(&self, other: &Route) -> bool {
+        self.method == other.method && self.pattern == other.pattern
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+use super::*;
+
+const GOOD: &str = "\
+listen: 127.0.0.1:9999
+upstream: https://api.openai.com
+domain: ask-ai
+descriptors:
+  - [{key: client, value: \"{client}\"}]
+  - [{key: route, value: \"{route}\"}, {key: model, value: \"{model}\"}]
+routes: [/v1/chat/completions, POST /v1/responses, \"GET /v1/models/{model}\"]
+trusted_proxies: [10.0.0.0/8, 192.0.2.1]
+cors: {allowed_origins: [chrome-extension://abcdefghijklmnop]}
+max_output_tokens: 1024
+tokens:
+  descriptors:
+    - [{key: client_tokens, value: \"{client}\"}]
+";
+
+fn errors(text: &str) -> Vec<String> {
+    match parse_proxy_config("proxy.yaml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn a_full_file_reads_with_defaults_for_the_rest() {
+    let config = parse_proxy_config("proxy.yaml", GOOD).unwrap();
+    assert_eq!(config.listen.port(), 9999);
+    assert_eq!(config.domain, "ask-ai");
+    assert_eq!(config.api_key_env, "OPENAI_API_KEY");
+    assert_eq!(config.routes.len(), 3);
+    assert_eq!(config.routes[0].method, axum::http::Method::POST);
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(config.on_limiter_error, OnLimiterError::Deny);
+    assert_eq!(config.limiter_timeout, Duration::from_millis(50));
+    assert_eq!(config.max_body_bytes, 2 << 20);
+    assert!(config.enabled && !config.allow_store && config.safety_identifier);
+    let vars = Vars {
+        client: "203.0.113.7",
+        ip: "203.0.113.7",
+        route: "/v1/chat/completions",
+        model: "gpt-4o-mini",
+    };
+    let second = &config.descriptors[1].entries;
+    assert_eq!(second[1].1.fill(&vars), "gpt-4o-mini");
+    assert_eq!(config.tokens.unwrap().bytes_per_token, 1);
+}
+
+#[test]
+fn the_routes_default_to_the_model_calls() {
+    let text = GOOD.replace(
+        "routes: [/v1/chat/completions, POST /v1/responses, \"GET /v1/models/{model}\"]\n",
+        "",
+    );
+    let config = parse_proxy_config("proxy.yaml", &text).unwrap();
+    let routes: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.pattern))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "POST /v1/chat/completions",
+            "POST /v1/responses",
+            "POST /v1/embeddings",
+            "GET /v1/models"
+        ]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_its_line() {
+    let text = "\
+upstream: ftp://example.com
+domain: ask-ai
+descriptors:
+  - [{key: client, value: \"{clinet}\"}]
+routes: [/v1/files]
+trusted_proxies: [10.0.0.0/33]
+on_limiter_error: maybe
+max_body_byte: 10
+";
+    let found = errors(text);
+    let want = [
+        "proxy.yaml:1:11: 'upstream' must be an http(s) URL",
+        "proxy.yaml:4:27: unknown placeholder '{clinet}'",
+        "proxy.yaml:5:10: route '/v1/files': give the method too",
+        "proxy.yaml:6:19: '10.0.0.0/33' is not an address or a CIDR",
+        "proxy.yaml:7:19: 'on_limiter_error' must be deny or allow",
+        "proxy.yaml:8:1: unknown key 'max_body_byte' in the proxy config",
+    ];
+    assert_eq!(found.len(), want.len(), "{found:#?}");
+    for (found, want) in found.iter().zip(want) {
+        assert!(
+            found.starts_with(want),
+            "{found} does not start with {want}"
+        );
+    }
+}
+
+#[test]
+fn settings_that_would_leave_a_hole_are_refused() {
+    let token_only =
+        GOOD.replace("max_output_tokens: 1024\n", "") + "client_token_header: x-install-id\n";
+    let found = errors(&token_only);
+    assert!(
+        found.iter().any(|e| e.contains("rotate tokens")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("needs 'max_output_tokens'")),
+        "{found:#?}"
+    );
+
+    let any_origin = GOOD.replace("chrome-extension://abcdefghijklmnop", "\"*\"");
+    assert!(errors(&any_origin)[0].contains("any page"));
+
+    let no_descriptors = "upstream: http://127.0.0.1:1\ndomain: d\n";
+    assert!(errors(no_descriptors)[0].contains("nothing would be limited"));
+
+    let with_key = GOOD.replace("https://api.openai.com", "https://sk:secret@api.openai.com");
+    assert!(errors(&with_key)[0].contains("credentials"));
+}
+
+#[test]
+fn a_missing_file_names_itself() {
+    let error = load_proxy_config(Path::new("/nonexistent/proxy.yaml")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/proxy.yaml: cannot read"),
+        "{error}"
+    );
+}

@@ -1,0 +1,200 @@
+//! Asking for a decision: the engine in this process, or any Envoy-compatible rate-limit
+//! service over gRPC (the thin client). Both answer with an engine [`Decision`]; anything that
+//! is not a well-formed answer in time is a [`LimiterError`], which the proxy fails closed on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::Unit;
+use crate::engine::{
+    Call, CallDescriptor, Code, Decision, DescriptorStatus, Engine, EngineError, ReportedLimit,
+};
+use crate::proto::rate_limit_descriptor::Entry;
+use crate::proto::rate_limit_response::{self, rate_limit::Unit as WireUnit};
+use crate::proto::{
+    RateLimitDescriptor, RateLimitRequest, RateLimitResponse, RateLimitServiceClient,
+};
+use crate::wire::response::GLOBAL_CAP_METADATA_KEY;
+
+/// One descriptor of a question, owned (the proxy builds it from a template per call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub entries: Vec<(String, String)>,
+    /// The descriptor's own hits; `None` is one request.
+    pub hits: Option<u64>,
+    pub refund: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error("the rate-limit service did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the rate-limit service failed: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the rate-limit service's answer makes no sense: {0}")]
+    Garbage(&'static str),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+#[derive(Clone)]
+pub enum Limiter {
+    InProcess(Arc<Engine>),
+    Remote(Remote),
+}
+
+#[derive(Clone)]
+pub struct Remote {
+    client: RateLimitServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl Remote {
+    /// A client of the service at `addr` (`http://host:port`). Connects lazily and reconnects
+    /// by itself, so a service that starts later, or restarts, is picked up.
+    pub fn new(addr: &str, timeout: Duration) -> Result<Remote, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(addr.to_owned())?
+            .connect_timeout(timeout.max(Duration::from_millis(200)))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Remote {
+            client: RateLimitServiceClient::new(channel),
+            timeout,
+        })
+    }
+}
+
+impl Limiter {
+    pub async fn decide(&self, domain: &str, asks: &[Ask]) -> Result<Decision, LimiterError> {
+        match self {
+            Limiter::InProcess(engine) => Ok(engine.should_rate_limit(&to_call(domain, asks))?),
+            Limiter::Remote(remote) => {
+                let mut request = tonic::Request::new(to_request(domain, asks));
+                request.set_timeout(remote.timeout);
+                let mut client = remote.client.clone();
+                let answer =
+                    tokio::time::timeout(remote.timeout, client.should_rate_limit(request))
+                        .await
+                        .map_err(|_| LimiterError::Timeout(remote.timeout))??;
+                from_response(answer.into_inner(), asks.len())
+            }
+        }
+    }
+}
+
+fn to_call<'a>(domain: &'a str, asks: &'a [Ask]) -> Call<'a> {
+    Call {
+        domain,
+        descriptors: asks
+            .iter()
+            .map(|ask| CallDescriptor {
+                entries: ask
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+                limit_override: None,
+                hits: ask.hits,
+                refund: ask.refund,
+            })
+            .collect(),
+        hits: 0,
+    }
+}
+
+fn to_request(domain: &str, asks: &[Ask]) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.to_owned(),
+        descriptors: asks
+            .iter()
+            .map(|ask| RateLimitDescriptor {
+                entries: ask
+                    .entries
+                    .iter()
+                    .map(|(key, value)| Entry {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                hits_addend: ask.hits,
+                is_negative_hits: ask.refund,
+                ..Default::default()
+            })
+            .collect(),
+        hits_addend: 0,
+    }
+}
+
+fn from_response(response: RateLimitResponse, asked: usize) -> Result<Decision, LimiterError> {
+    let code = code(response.overall_code)?;
+    // The reference service answers one status per descriptor; fewer would leave a limit
+    // unexplained, so it is not an answer to this question.
+    if response.statuses.len() != asked {
+        return Err(LimiterError::Garbage("not one status per descriptor"));
+    }
+    let statuses = response
+        .statuses
+        .into_iter()
+        .map(|status| {
+            Ok(DescriptorStatus {
+                code: code_of_status(status.code)?,
+                current_limit: status.current_limit.and_then(reported_limit),
+                limit_remaining: status.limit_remaining,
+                duration_until_reset: status
+                    .duration_until_reset
+                    .and_then(|d| Some(Duration::new(d.seconds.try_into().ok()?, 0))),
+            })
+        })
+        .collect::<Result<_, LimiterError>>()?;
+    let denied_by_global = response
+        .dynamic_metadata
+        .and_then(|metadata| metadata.fields.get(GLOBAL_CAP_METADATA_KEY).cloned())
+        .and_then(|value| match value.kind {
+            Some(prost_types::value::Kind::StringValue(name)) => Some(name),
+            _ => None,
+        });
+    Ok(Decision {
+        code,
+        statuses,
+        denied_by_global,
+    })
+}
+
+fn code(wire: i32) -> Result<Code, LimiterError> {
+    match rate_limit_response::Code::try_from(wire) {
+        Ok(rate_limit_response::Code::Ok) => Ok(Code::Ok),
+        Ok(rate_limit_response::Code::OverLimit) => Ok(Code::OverLimit),
+        _ => Err(LimiterError::Garbage(
+            "overall_code is neither OK nor OVER_LIMIT",
+        )),
+    }
+}
+
+/// A status's code; UNKNOWN in a status (the reference sends it for no limit) reads as OK.
+fn code_of_status(wire: i32) -> Result<Code, LimiterError> {
+    match rate_limit_response::Code::try_from(wire) {
+        Ok(rate_limit_response::Code::OverLimit) => Ok(Code::OverLimit),
+        Ok(_) => Ok(Code::Ok),
+        Err(_) => Err(LimiterError::Garbage("a status has an unknown code")),
+    }
+}
+
+fn reported_limit(limit: rate_limit_response::RateLimit) -> Option<ReportedLimit> {
+    let unit = match WireUnit::try_from(limit.unit).ok()? {
+        WireUnit::Second => Unit::Second,
+        WireUnit::Minute => Unit::Minute,
+        WireUnit::Hour => Unit::Hour,
+        WireUnit::Day => Unit::Day,
+        WireUnit::Week => Unit::Week,
+        WireUnit::Month => Unit::Month,
+        WireUnit::Year => Unit::Year,
+        WireUnit::Unknown => return None,
+    };
+    Some(ReportedLimit {
+        name: (!limit.name.is_empty()).then(|| Arc::from(limit.name)),
+        requests_per_unit: limit.requests_per_unit,
+        unit,
+    })
+}

@@ -1,0 +1,378 @@
+//! The OpenAI forwarding proxy: an app calls it as it would call OpenAI, without the key; the
+//! proxy names the caller, asks the decision service (in-process or over gRPC), forwards allowed
+//! calls with the server's key and streams the answer back, and answers denials itself with
+//! OpenAI-shaped 429s carrying honest retry feedback.
+//!
+//! One call, in order: kill switch, path normalised and matched against the routes (404 before
+//! anything is spent), CORS, body size (413) and body policy (400), stream slot, one decision
+//! over the request limits and the token reservation together, then forwarding.
+
+mod body;
+pub mod config;
+mod cors;
+mod forward;
+pub mod identity;
+pub mod limiter;
+mod reply;
+pub mod route;
+mod settle;
+pub mod sse;
+mod streams;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ring::hmac;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ProxyConfig, load_proxy_config, parse_proxy_config};
+pub use limiter::{Limiter, Remote};
+
+use crate::engine::Code;
+use config::{OnLimiterError, Vars};
+use cors::Origin;
+use forward::{Reading, Upstream};
+use identity::IdentityPolicy;
+use limiter::Ask;
+use reply::{ApiError, Feedback};
+use route::{PathError, Route, normalise_path};
+use settle::Reservation;
+use streams::StreamSlots;
+
+/// The longest install token accepted; longer is a client error, not a new identity.
+const MAX_TOKEN_BYTES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the API key in ${0} is not a valid header value")]
+    BadKey(String),
+    #[error("'{0}' is not a valid header value")]
+    BadHeader(&'static str),
+    #[error("cannot build the upstream client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+pub struct Proxy {
+    config: ProxyConfig,
+    limiter: Limiter,
+    upstream: Upstream,
+    identity: IdentityPolicy,
+    streams: StreamSlots,
+    /// Keys the hashes sent upstream (safety identifiers, install tokens): derived from the API
+    /// key, so they are stable across restarts and nobody without the key can reverse them.
+    hasher: hmac::Key,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, api_key: &str, limiter: Limiter) -> Result<Proxy, ProxyError> {
+        let mut bearer = HeaderValue::try_from(format!("Bearer {api_key}"))
+            .map_err(|_| ProxyError::BadKey(config.api_key_env.clone()))?;
+        bearer.set_sensitive(true);
+        let header = |value: &Option<String>, what| {
+            value
+                .as_deref()
+                .map(HeaderValue::try_from)
+                .transpose()
+                .map_err(|_| ProxyError::BadHeader(what))
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.upstream_connect_timeout)
+            .read_timeout(config.upstream_idle_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let upstream = Upstream {
+            client,
+            base: config.upstream.clone(),
+            api_key: bearer,
+            organization: header(&config.organization, "organization")?,
+            project: header(&config.project, "project")?,
+            response_timeout: config.upstream_response_timeout,
+            idle_timeout: config.upstream_idle_timeout,
+        };
+        let identity = IdentityPolicy {
+            trusted_proxies: config.trusted_proxies.clone(),
+            client_header: Some(config.client_header.clone()),
+            ipv6_prefix: config.ipv6_prefix,
+        };
+        Ok(Proxy {
+            hasher: hmac::Key::new(hmac::HMAC_SHA256, api_key.as_bytes()),
+            config,
+            limiter,
+            upstream,
+            identity,
+            streams: StreamSlots::default(),
+        })
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    fn hash(&self, what: &str, text: &str) -> String {
+        let tag = hmac::sign(&self.hasher, format!("{what}\0{text}").as_bytes());
+        tag.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Serves the proxy on `listener` until `stop` is cancelled, then lets calls in flight finish.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new().fallback(handle).with_state(proxy);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
+}
+
+async fn handle(
+    State(proxy): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let origin = proxy.config.cors.origin(request.headers());
+    let mut response = match call(&proxy, peer, request, &origin).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    config::Cors::decorate(&origin, response.headers_mut());
+    response
+}
+
+async fn call(
+    proxy: &Proxy,
+    peer: SocketAddr,
+    request: Request,
+    origin: &Origin,
+) -> Result<Response, ApiError> {
+    let config = &proxy.config;
+    if !config.enabled {
+        return Err(ApiError::unavailable(
+            "This service is switched off for now.",
+            "service_disabled",
+        ));
+    }
+    let (parts, body) = request.into_parts();
+    let path = normalise_path(parts.uri.path()).map_err(|e| match e {
+        PathError::AboveRoot => ApiError::not_found(parts.method.as_str(), parts.uri.path()),
+        PathError::BadEscape => ApiError::invalid(format!("Invalid path: {e}.")),
+    })?;
+    let on_path: Vec<&Route> = config
+        .routes
+        .iter()
+        .filter(|r| r.matches_path(&path))
+        .collect();
+    if parts.method == Method::OPTIONS
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return preflight(proxy, &parts.headers, origin, &on_path);
+    }
+    if matches!(origin, Origin::Refused) {
+        return Err(config::Cors::refused());
+    }
+    let Some(route) = on_path.iter().find(|r| r.method == parts.method) else {
+        return Err(ApiError::not_found(parts.method.as_str(), &path));
+    };
+    let raw = read_body(body, &parts.headers, config.max_body_bytes).await?;
+
+    let address = proxy
+        .identity
+        .client_address(peer, &parts.headers)
+        .to_string();
+    let client = match install_token(proxy, &parts.headers)? {
+        Some(token) => format!("{address}/{}", proxy.hash("token", token)),
+        None => address.clone(),
+    };
+    let prepared = body::prepare(route.kind, raw, config, &proxy.hash("client", &client))?;
+
+    let slot = match (prepared.stream, config.max_streams_per_client) {
+        (true, max) if max > 0 => Some(proxy.streams.acquire(&client, max).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                format!("At most {max} streams may be open at once per client."),
+            )
+            .code("too_many_concurrent_streams")
+        })?),
+        _ => None,
+    };
+
+    let vars = Vars {
+        client: &client,
+        ip: &address,
+        route: &route.pattern,
+        model: prepared.model.as_deref().unwrap_or("none"),
+    };
+    let fill = |templates: &[config::DescriptorTemplate]| -> Vec<Vec<(String, String)>> {
+        templates
+            .iter()
+            .map(|t| {
+                t.entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.fill(&vars)))
+                    .collect()
+            })
+            .collect()
+    };
+    let mut asks: Vec<Ask> = fill(&config.descriptors)
+        .into_iter()
+        .map(|entries| Ask {
+            entries,
+            hits: None,
+            refund: false,
+        })
+        .collect();
+    let requests = asks.len();
+    let reserved = prepared.worst_case_tokens;
+    let token_entries = match &config.tokens {
+        Some(tokens) if reserved > 0 => fill(&tokens.descriptors),
+        _ => Vec::new(),
+    };
+    asks.extend(token_entries.iter().map(|entries| Ask {
+        entries: entries.clone(),
+        hits: Some(reserved),
+        refund: false,
+    }));
+    let is_tokens: Vec<bool> = (0..asks.len()).map(|i| i >= requests).collect();
+
+    let decision = match proxy.limiter.decide(&config.domain, &asks).await {
+        Ok(decision) => Some(decision),
+        Err(e) if config.on_limiter_error == OnLimiterError::Allow => {
+            tracing::warn!(error = %e, "rate-limit service failed; allowing (on_limiter_error: allow)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rate-limit service failed; denying");
+            return Err(ApiError::unavailable(
+                "The rate limiter cannot be reached, so no call is let through.",
+                "rate_limiter_unavailable",
+            ));
+        }
+    };
+    let mut feedback = HeaderMap::new();
+    if let Some(decision) = &decision {
+        let feedback_of = Feedback {
+            decision,
+            is_tokens: &is_tokens,
+        };
+        if decision.code == Code::OverLimit {
+            return Err(feedback_of.denial());
+        }
+        feedback_of.headers(&mut feedback);
+    }
+    // Reserved only when the decision service counted it: with no decision, nothing to settle.
+    let reservation = (decision.is_some() && !token_entries.is_empty()).then(|| {
+        Reservation::new(
+            proxy.limiter.clone(),
+            config.domain.clone(),
+            token_entries,
+            reserved,
+        )
+    });
+    let reading = Reading {
+        kind: route.kind,
+        strip_usage_chunk: prepared.stream
+            && !prepared.client_wants_usage
+            && config.tokens.is_some(),
+        reservation,
+        slot,
+    };
+    let url = proxy.upstream.url(&path, parts.uri.query());
+    let (status, mut headers, body) = proxy
+        .upstream
+        .forward(
+            parts.method.clone(),
+            url,
+            &parts.headers,
+            prepared.body,
+            reading,
+        )
+        .await
+        .map_err(|mut error| {
+            error.headers.extend(feedback.clone());
+            error
+        })?;
+    headers.extend(feedback);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+fn preflight(
+    proxy: &Proxy,
+    headers: &HeaderMap,
+    origin: &Origin,
+    on_path: &[&Route],
+) -> Result<Response, ApiError> {
+    let Origin::Allowed(origin) = origin else {
+        return Err(config::Cors::refused());
+    };
+    if on_path.is_empty() {
+        return Err(ApiError::not_found("OPTIONS", "this path"));
+    }
+    let methods: Vec<&str> = on_path.iter().map(|r| r.method.as_str()).collect();
+    let token = proxy
+        .config
+        .client_token_header
+        .as_ref()
+        .map(|h| h.as_str());
+    Ok(proxy
+        .config
+        .cors
+        .preflight(origin, &methods.join(", "), headers, token))
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The request body is larger than {max} bytes."),
+        )
+        .code("request_too_large")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// The per-install token, when one is configured and sent.
+fn install_token<'h>(proxy: &Proxy, headers: &'h HeaderMap) -> Result<Option<&'h str>, ApiError> {
+    let Some(name) = &proxy.config.client_token_header else {
+        return Ok(None);
+    };
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(token) if !token.is_empty() && token.len() <= MAX_TOKEN_BYTES => Ok(Some(token)),
+        _ => Err(ApiError::invalid(format!(
+            "The '{name}' header must be 1 to {MAX_TOKEN_BYTES} visible ASCII characters."
+        ))),
+    }
+}
