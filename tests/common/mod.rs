@@ -18,7 +18,10 @@ use tollgate::proto::rate_limit_response::{Code, DescriptorStatus};
 use tollgate::proto::{
     RateLimitDescriptor, RateLimitRequest, RateLimitResponse, RateLimitServiceClient,
 };
-use tollgate::server::{Listeners, ServeError, ServeOptions, serve};
+use tollgate::server::{Listeners, ProxyListener, ServeError, ServeOptions, serve};
+
+pub mod openai;
+pub mod proxy;
 
 /// A day-aligned instant (so minute, hour and day windows all start here), 2027-01-15.
 pub const T0: Duration = Duration::from_secs(20_834 * 86_400);
@@ -39,6 +42,15 @@ impl TestServer {
     }
 
     pub async fn start_with(yaml: &str, options: ServeOptions) -> TestServer {
+        TestServer::start_full(yaml, options, None).await
+    }
+
+    /// As [`Self::start_with`], also serving the OpenAI proxy in-process.
+    pub async fn start_full(
+        yaml: &str,
+        options: ServeOptions,
+        proxy: Option<ProxyListener>,
+    ) -> TestServer {
         let config = config(yaml);
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +59,7 @@ impl TestServer {
         let clock = ManualClock::new(T0);
         let (stop, stopped) = oneshot::channel();
         let listeners = Listeners {
-            proxy: None,
+            proxy,
             grpc,
             admin: Some(admin),
         };

@@ -1,0 +1,799 @@
+//! The OpenAI proxy end to end: a real client, the real proxy (in-process and over gRPC), a real
+//! Tollgate deciding, and a local upstream that behaves like OpenAI. Nothing leaves 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use common::openai::Behaviour;
+use common::proxy::{BOTH, Mode, ProxyUnderTest, SERVER_KEY, json_of, openai_error};
+use common::{descriptor, eventually, request, with_hits};
+
+const LIMITS: &str = "
+domain: ask-ai
+global:
+  - {name: service-day, unit: day, requests_per_unit: 1000}
+descriptors:
+  - key: client
+    rate_limit: {name: ip-minute, unit: minute, requests_per_unit: 3}
+  - key: client_tokens
+    rate_limit: {name: client-tokens, unit: day, requests_per_unit: 5000}
+";
+
+const PROXY: &str = r#"
+upstream: "{upstream}"
+domain: ask-ai
+descriptors:
+  - [{key: client, value: "{client}"}]
+"#;
+
+/// Clients named by `x-forwarded-for` from the test's own address (a trusted proxy).
+const PROXY_BEHIND_LB: &str = r#"
+upstream: "{upstream}"
+domain: ask-ai
+trusted_proxies: [127.0.0.1]
+descriptors:
+  - [{key: client, value: "{client}"}]
+"#;
+
+const PROXY_WITH_TOKENS: &str = r#"
+upstream: "{upstream}"
+domain: ask-ai
+max_output_tokens: 100
+descriptors:
+  - [{key: client, value: "{client}"}]
+tokens:
+  descriptors:
+    - [{key: client_tokens, value: "{client}"}]
+"#;
+
+fn limits(per_minute: u32, global_per_day: u32, tokens_per_day: u32) -> String {
+    LIMITS
+        .replace(
+            "requests_per_unit: 3",
+            &format!("requests_per_unit: {per_minute}"),
+        )
+        .replace(
+            "requests_per_unit: 1000",
+            &format!("requests_per_unit: {global_per_day}"),
+        )
+        .replace(
+            "requests_per_unit: 5000",
+            &format!("requests_per_unit: {tokens_per_day}"),
+        )
+}
+
+/// What is left of `client`'s token budget, asked of the decision service without counting.
+async fn tokens_left(proxy: &ProxyUnderTest, client: &str) -> u32 {
+    let probe = with_hits(descriptor(&[("client_tokens", client)]), 0);
+    let answer = proxy.server.ask(request("ask-ai", vec![probe])).await;
+    answer.statuses[0].limit_remaining
+}
+
+/// Waits (with a deadline) until `client`'s token budget shows `left`.
+async fn settles_to(proxy: &ProxyUnderTest, client: &str, left: u32) {
+    let settled = eventually(Duration::from_secs(10), || async {
+        tokens_left(proxy, client).await == left
+    })
+    .await;
+    assert!(
+        settled,
+        "token budget of {client}: {} left, wanted {left}",
+        tokens_left(proxy, client).await
+    );
+}
+
+#[tokio::test]
+async fn allowed_calls_go_upstream_with_the_server_key_and_nothing_of_the_account_comes_back() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY).await;
+        let response = proxy
+            .chat()
+            .header("authorization", "Bearer sk-client-own-key")
+            .header("openai-organization", "org-client")
+            .header("openai-project", "proj_client")
+            .header("cookie", "session=abc")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("openai-beta", "assistants=v2")
+            .header("user-agent", "OpenAI/JS 4.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{mode:?}");
+        let headers = response.headers().clone();
+        let body = json_of(response).await;
+        assert_eq!(body["choices"][0]["message"]["content"], "Hello world");
+
+        let sent = proxy.upstream.last();
+        assert_eq!(sent.path, "/v1/chat/completions");
+        assert_eq!(
+            sent.headers["authorization"],
+            format!("Bearer {SERVER_KEY}")
+        );
+        for withheld in [
+            "openai-organization",
+            "openai-project",
+            "cookie",
+            "x-forwarded-for",
+        ] {
+            assert!(
+                !sent.headers.contains_key(withheld),
+                "{mode:?}: {withheld} went upstream"
+            );
+        }
+        assert_eq!(sent.headers["openai-beta"], "assistants=v2");
+        assert_eq!(sent.headers["user-agent"], "OpenAI/JS 4.0");
+        assert_eq!(sent.body["store"], false);
+        let safety = sent.body["safety_identifier"].as_str().unwrap();
+        assert_eq!(safety.len(), 32, "a hash, not the address: {safety}");
+        assert!(!safety.contains("127.0.0.1"));
+
+        for stripped in [
+            "openai-organization",
+            "openai-project",
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-tokens",
+            "set-cookie",
+        ] {
+            assert!(
+                !headers.contains_key(stripped),
+                "{mode:?}: {stripped} came back"
+            );
+        }
+        assert_eq!(headers["x-request-id"], "req_123");
+        // The clock is at the start of a minute: the window resets in 60 s.
+        assert_eq!(headers["ratelimit-policy"], "\"ip-minute\";q=3;w=60");
+        assert_eq!(headers["ratelimit"], "\"ip-minute\";r=2;t=60");
+    }
+}
+
+#[tokio::test]
+async fn n_plus_5_concurrent_calls_with_n_left_give_n_upstream_calls_and_5_honest_429s() {
+    const N: usize = 8;
+    for mode in BOTH {
+        let proxy =
+            ProxyUnderTest::start(mode, &limits(N as u32, 100_000, 5000), PROXY_BEHIND_LB).await;
+        for round in 0..10 {
+            let client = format!("203.0.113.{round}");
+            let before = proxy.upstream.calls();
+            let calls = (0..N + 5).map(|_| proxy.chat().header("x-forwarded-for", &client).send());
+            let responses: Vec<_> = join_all(calls)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let ok = responses.iter().filter(|r| r.status() == 200).count();
+            assert_eq!(ok, N, "{mode:?} round {round}");
+            assert_eq!(proxy.upstream.calls() - before, N, "{mode:?} round {round}");
+            for response in responses.into_iter().filter(|r| r.status() != 200) {
+                assert_eq!(response.status(), 429);
+                assert_eq!(response.headers()["retry-after"], "60");
+                assert_eq!(response.headers()["ratelimit"], "\"ip-minute\";r=0;t=60");
+                assert!(!response.headers().contains_key("x-should-retry"));
+                let message = openai_error(&json_of(response).await, "rate_limit_exceeded");
+                assert!(message.contains("ip-minute"), "{message}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_global_cap_holds_across_many_clients_and_keeps_its_volume_to_itself() {
+    const CAP: usize = 25;
+    for mode in BOTH {
+        let proxy =
+            ProxyUnderTest::start(mode, &limits(100, CAP as u32, 5000), PROXY_BEHIND_LB).await;
+        let calls = (0..60).map(|i| {
+            proxy
+                .chat()
+                .header("x-forwarded-for", format!("198.51.100.{i}"))
+                .send()
+        });
+        let responses: Vec<_> = join_all(calls)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let ok = responses.iter().filter(|r| r.status() == 200).count();
+        assert_eq!(ok, CAP, "{mode:?}");
+        assert_eq!(proxy.upstream.calls(), CAP, "{mode:?}");
+        for response in responses.into_iter().filter(|r| r.status() != 200) {
+            assert_eq!(response.status(), 429);
+            assert_eq!(response.headers()["x-should-retry"], "false");
+            assert!(response.headers().contains_key("retry-after"));
+            let policy = response.headers()["ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(!policy.contains(&CAP.to_string()), "{policy}");
+            let message = openai_error(&json_of(response).await, "rate_limit_exceeded");
+            assert!(message.contains("service-day"), "{message}");
+            assert!(!message.contains(&CAP.to_string()), "{message}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sse_events_arrive_as_the_upstream_sends_them_and_the_added_usage_chunk_is_stripped() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY_WITH_TOKENS).await;
+        proxy.upstream.behave(Behaviour::HoldAfterFirstEvent {
+            prompt: 10,
+            completion: 5,
+        });
+        let body = json!({"model": "gpt-test", "stream": true,
+                          "messages": [{"role": "user", "content": "Hi"}]});
+        let mut response = proxy
+            .post("/v1/chat/completions", body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        // The upstream is holding everything after its first event: this must arrive anyway.
+        let first = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("the first event is held back")
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
+        proxy.upstream.release();
+        let mut rest = String::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(rest.contains(" world"), "{rest}");
+        assert!(rest.ends_with("data: [DONE]\n\n"), "{rest}");
+        assert!(
+            !rest.contains("\"choices\":[]"),
+            "the usage chunk reached a client that did not ask: {rest}"
+        );
+        // The proxy asked for the usage on the client's behalf.
+        assert_eq!(
+            proxy.upstream.last().body["stream_options"]["include_usage"],
+            true
+        );
+        settles_to(&proxy, "127.0.0.1", 5000 - 15).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_asked_for_the_usage_chunk_gets_it() {
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, PROXY_WITH_TOKENS).await;
+    let body = json!({"model": "gpt-test", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "Hi"}]});
+    let text = proxy
+        .post("/v1/chat/completions", body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"choices\":[]"), "{text}");
+    assert!(text.contains("\"total_tokens\":42"), "{text}");
+}
+
+#[tokio::test]
+async fn token_budgets_settle_to_the_upstreams_real_usage() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY_WITH_TOKENS).await;
+        // JSON chat: 12 + 30 tokens.
+        assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+        settles_to(&proxy, "127.0.0.1", 5000 - 42).await;
+        // Responses API, streamed: the usage of `response.completed`.
+        proxy.upstream.behave(Behaviour::Normal {
+            prompt: 100,
+            completion: 7,
+        });
+        let body = json!({"model": "gpt-test", "input": "Hi", "stream": true});
+        let text = proxy
+            .post("/v1/responses", body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("response.completed"), "{text}");
+        assert_eq!(proxy.upstream.last().body["max_output_tokens"], 100);
+        settles_to(&proxy, "127.0.0.1", 5000 - 42 - 107).await;
+        // Embeddings: prompt tokens only.
+        proxy.upstream.behave(Behaviour::Normal {
+            prompt: 9,
+            completion: 0,
+        });
+        let body = json!({"model": "text-embedding-3-small", "input": "Hi"});
+        let response = proxy.post("/v1/embeddings", body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        settles_to(&proxy, "127.0.0.1", 5000 - 42 - 107 - 9).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_calls_cannot_overshoot_the_token_budget() {
+    for mode in BOTH {
+        for round in 0..5 {
+            let body =
+                json!({"model": "gpt-test", "messages": [{"role": "user", "content": "Hi"}]});
+            let reservation = body.to_string().len() as u64 + 100;
+            // Every call really costs its whole worst case: nothing is given back, so a budget
+            // of 7.5 reservations admits exactly 7 calls, however many arrive at once.
+            const BUDGET_CALLS: u64 = 7;
+            let budget = reservation * BUDGET_CALLS + reservation / 2;
+            let limits = limits(1000, 100_000, budget as u32);
+            let proxy = ProxyUnderTest::start(mode, &limits, PROXY_WITH_TOKENS).await;
+            let prompt = reservation - 100;
+            proxy.upstream.behave(Behaviour::Normal {
+                prompt,
+                completion: 100,
+            });
+            let calls = (0..20).map(|_| proxy.post("/v1/chat/completions", body.clone()).send());
+            let responses: Vec<_> = join_all(calls)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let ok = responses.iter().filter(|r| r.status() == 200).count() as u64;
+            assert_eq!(ok, BUDGET_CALLS, "{mode:?} round {round}");
+            for response in responses.into_iter().filter(|r| r.status() != 200) {
+                assert_eq!(response.status(), 429);
+                assert_eq!(json_of(response).await["error"]["type"], "tokens");
+            }
+            settles_to(&proxy, "127.0.0.1", (budget - reservation * ok) as u32).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_errors_keep_their_status_and_body_and_give_the_tokens_back() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY_WITH_TOKENS).await;
+        proxy.upstream.behave(Behaviour::RateLimited);
+        let response = proxy.chat().send().await.unwrap();
+        assert_eq!(response.status(), 429);
+        assert!(
+            !response
+                .headers()
+                .contains_key("x-ratelimit-limit-requests")
+        );
+        openai_error(&json_of(response).await, "insufficient_quota");
+        proxy.upstream.behave(Behaviour::ServerError);
+        let response = proxy.chat().send().await.unwrap();
+        assert_eq!(response.status(), 500);
+        openai_error(&json_of(response).await, "server_error");
+        settles_to(&proxy, "127.0.0.1", 5000).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_in_openais_shape_with_the_tokens_back() {
+    for mode in BOTH {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let yaml = PROXY_WITH_TOKENS.replace("\"{upstream}\"", &format!("\"{dead}\""));
+        let proxy = ProxyUnderTest::start(mode, LIMITS, &yaml).await;
+        let response = proxy.chat().send().await.unwrap();
+        assert_eq!(response.status(), 502, "{mode:?}");
+        openai_error(&json_of(response).await, "upstream_unreachable");
+        settles_to(&proxy, "127.0.0.1", 5000).await;
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_that_cannot_be_reached_denies_with_503_and_calls_nothing() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for (policy, want) in [("deny", 503), ("allow", 200)] {
+        let upstream = common::openai::FakeOpenAi::start().await;
+        let yaml = format!("{PROXY}on_limiter_error: {policy}\n");
+        let config = common::proxy::proxy_config(&yaml, &upstream);
+        let remote = tollgate::proxy::Remote::new(&dead, config.limiter_timeout).unwrap();
+        let proxy = tollgate::proxy::Proxy::new(
+            config,
+            SERVER_KEY,
+            tollgate::proxy::Limiter::Remote(remote),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(tollgate::proxy::serve_proxy(
+            listener,
+            proxy.into(),
+            stop.clone(),
+        ));
+        let response = reqwest::Client::new()
+            .post(url)
+            .body(json!({"model": "m", "messages": []}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), want, "on_limiter_error: {policy}");
+        if want == 503 {
+            openai_error(&json_of(response).await, "rate_limiter_unavailable");
+            assert_eq!(upstream.calls(), 0);
+        } else {
+            assert_eq!(upstream.calls(), 1);
+        }
+        stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_listed_origins() {
+    let yaml =
+        format!("{PROXY}cors: {{allowed_origins: [\"chrome-extension://goodextension\"]}}\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, &yaml).await;
+    let preflight = |origin: &str| {
+        proxy
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/chat/completions", proxy.url),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, x-stainless-os, x-stainless-retry-count, x-evil",
+            )
+            .send()
+    };
+    let good = preflight("chrome-extension://goodextension").await.unwrap();
+    assert_eq!(good.status(), 204);
+    assert_eq!(
+        good.headers()["access-control-allow-origin"],
+        "chrome-extension://goodextension"
+    );
+    assert_eq!(good.headers()["access-control-allow-methods"], "POST");
+    assert_eq!(
+        good.headers()["access-control-allow-headers"],
+        "authorization, content-type, x-stainless-os, x-stainless-retry-count"
+    );
+    let bad = preflight("https://evil.example").await.unwrap();
+    assert_eq!(bad.status(), 403);
+    assert!(!bad.headers().contains_key("access-control-allow-origin"));
+
+    let call = proxy
+        .chat()
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 403);
+    openai_error(&json_of(call).await, "origin_not_allowed");
+    assert_eq!(
+        proxy.upstream.calls(),
+        0,
+        "a refused origin reached the upstream"
+    );
+    let call = proxy
+        .chat()
+        .header("origin", "chrome-extension://goodextension")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert_eq!(
+        call.headers()["access-control-allow-origin"],
+        "chrome-extension://goodextension"
+    );
+    let exposed = call.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(
+        exposed.contains("retry-after") && exposed.contains("ratelimit"),
+        "{exposed}"
+    );
+}
+
+// --- Attacker input -------------------------------------------------------------------------
+
+const ONE_PER_MINUTE: &str = "
+domain: ask-ai
+descriptors:
+  - key: client
+    rate_limit: {name: ip-minute, unit: minute, requests_per_unit: 1}
+";
+
+#[tokio::test]
+async fn a_spoofed_forwarded_header_from_an_untrusted_peer_buys_nothing() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, ONE_PER_MINUTE, PROXY).await;
+        let first = proxy
+            .chat()
+            .header("x-forwarded-for", "1.1.1.1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.status(), 200);
+        let second = proxy
+            .chat()
+            .header("x-forwarded-for", "2.2.2.2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            second.status(),
+            429,
+            "{mode:?}: a new x-forwarded-for bought a new budget"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forged_left_most_entry_behind_a_trusted_proxy_is_not_believed() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, ONE_PER_MINUTE, PROXY_BEHIND_LB).await;
+        let forged = |left: &str| {
+            proxy
+                .chat()
+                .header("x-forwarded-for", format!("{left}, 203.0.113.7"))
+                .send()
+        };
+        assert_eq!(forged("6.6.6.6").await.unwrap().status(), 200);
+        assert_eq!(forged("7.7.7.7").await.unwrap().status(), 429, "{mode:?}");
+        let other = proxy
+            .chat()
+            .header("x-forwarded-for", "203.0.113.8")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            other.status(),
+            200,
+            "{mode:?}: the trusted hop's client has its own budget"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_ipv4_mapped_ipv6_peer_is_its_ipv4_address() {
+    // Listening on an IPv6 socket, an IPv4 client appears as ::ffff:127.0.0.1; only once turned
+    // back into 127.0.0.1 does it match the trusted proxy, whose header then names the client.
+    let proxy = ProxyUnderTest::start_on(
+        Mode::InProcess,
+        ONE_PER_MINUTE,
+        PROXY_BEHIND_LB,
+        "[::ffff:127.0.0.1]:0",
+    )
+    .await;
+    assert!(proxy.addr.is_ipv6());
+    let url = format!("http://127.0.0.1:{}/v1/chat/completions", proxy.addr.port());
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let response = proxy
+            .http
+            .post(&url)
+            .header("x-forwarded-for", client)
+            .body(json!({"model": "m", "messages": []}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{client} was not told apart");
+    }
+}
+
+#[tokio::test]
+async fn a_disallowed_method_on_an_allowed_path_is_404_before_any_budget_is_spent() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, ONE_PER_MINUTE, PROXY).await;
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::DELETE,
+            reqwest::Method::PUT,
+        ] {
+            let response = proxy
+                .http
+                .request(method.clone(), format!("{}/v1/chat/completions", proxy.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 404, "{method}");
+            let message = openai_error(&json_of(response).await, "unknown_url");
+            assert!(message.contains(method.as_str()), "{message}");
+        }
+        assert_eq!(proxy.upstream.calls(), 0);
+        assert_eq!(
+            proxy.chat().send().await.unwrap().status(),
+            200,
+            "{mode:?}: budget was spent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_path_is_judged_and_forwarded_as_what_it_normalises_to() {
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, PROXY).await;
+    let body = json!({"model": "m", "messages": []});
+    for path in [
+        "/v1/models/../chat/completions",
+        "//v1//chat/completions/",
+        "/v1/%63hat/completions",
+    ] {
+        let response = proxy.post(path, body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(proxy.upstream.last().path, "/v1/chat/completions", "{path}");
+    }
+    let before = proxy.upstream.calls();
+    for path in [
+        "/v1/chat/completions/../../files",
+        "/v1/chat%2fcompletions",
+        "/v1/../../etc",
+    ] {
+        let response = proxy.post(path, body.clone()).send().await.unwrap();
+        assert!(
+            matches!(response.status().as_u16(), 400 | 404),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    assert_eq!(proxy.upstream.calls(), before);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_goes_nowhere() {
+    for mode in BOTH {
+        let yaml = format!("{PROXY}max_body_bytes: 1000\n");
+        let proxy = ProxyUnderTest::start(mode, ONE_PER_MINUTE, &yaml).await;
+        let big =
+            json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
+        let response = proxy
+            .post("/v1/chat/completions", big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        openai_error(&json_of(response).await, "request_too_large");
+        assert_eq!(proxy.upstream.calls(), 0);
+        assert_eq!(
+            proxy.chat().send().await.unwrap().status(),
+            200,
+            "{mode:?}: budget was spent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_half_way_cancels_the_upstream_and_keeps_the_reservation() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY_WITH_TOKENS).await;
+        proxy.upstream.behave(Behaviour::Endless);
+        let body = json!({"model": "gpt-test", "stream": true, "messages": []});
+        let reservation = body.to_string().len() as u32 + 100;
+        let mut response = proxy
+            .post("/v1/chat/completions", body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.chunk().await.unwrap().is_some());
+        drop(response);
+        let cancelled = eventually(Duration::from_secs(10), || async {
+            proxy.upstream.cancelled()
+        })
+        .await;
+        assert!(
+            cancelled,
+            "{mode:?}: the upstream call went on after the client left"
+        );
+        // Nothing was settled: the whole worst case stays charged.
+        assert_eq!(
+            tokens_left(&proxy, "127.0.0.1").await,
+            5000 - reservation,
+            "{mode:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_body_policy_applies_before_anything_is_spent() {
+    let yaml = format!("{PROXY}models: [gpt-test]\nmax_output_tokens: 50\nmax_choices: 2\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, ONE_PER_MINUTE, &yaml).await;
+    let call = |body: Value| proxy.post("/v1/chat/completions", body).send();
+    let other_model = call(json!({"model": "gpt-expensive", "messages": []}))
+        .await
+        .unwrap();
+    assert_eq!(other_model.status(), 400);
+    openai_error(&json_of(other_model).await, "model_not_allowed");
+    let too_many = call(json!({"model": "gpt-test", "n": 3, "messages": []}))
+        .await
+        .unwrap();
+    assert_eq!(too_many.status(), 400);
+    let not_json = proxy
+        .http
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(proxy.upstream.calls(), 0);
+
+    let body = json!({"model": "gpt-test", "n": 2, "max_completion_tokens": 5000, "store": true,
+                      "safety_identifier": "someone-else", "messages": []});
+    assert_eq!(call(body).await.unwrap().status(), 200);
+    let sent = proxy.upstream.last().body;
+    assert_eq!(sent["max_completion_tokens"], 50);
+    assert_eq!(sent["store"], false);
+    assert_ne!(sent["safety_identifier"], "someone-else");
+}
+
+#[tokio::test]
+async fn the_kill_switch_answers_503_without_asking_anyone() {
+    let yaml = format!("{PROXY}enabled: false\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, ONE_PER_MINUTE, &yaml).await;
+    let response = proxy.chat().send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    openai_error(&json_of(response).await, "service_disabled");
+    assert_eq!(proxy.upstream.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_client_may_hold_only_so_many_streams_at_once() {
+    let yaml = format!("{PROXY}max_streams_per_client: 1\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, &yaml).await;
+    proxy.upstream.behave(Behaviour::HoldAfterFirstEvent {
+        prompt: 1,
+        completion: 1,
+    });
+    let body = json!({"model": "gpt-test", "stream": true, "messages": []});
+    let mut held = proxy
+        .post("/v1/chat/completions", body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(held.chunk().await.unwrap().is_some());
+    let second = proxy
+        .post("/v1/chat/completions", body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 429);
+    openai_error(&json_of(second).await, "too_many_concurrent_streams");
+    proxy.upstream.release();
+    while held.chunk().await.unwrap().is_some() {}
+    proxy.upstream.behave(Behaviour::Normal {
+        prompt: 1,
+        completion: 1,
+    });
+    let third = proxy
+        .post("/v1/chat/completions", body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200, "the slot was not given back");
+}
+
+#[tokio::test]
+async fn in_process_the_proxy_refuses_a_domain_that_is_not_loaded() {
+    let upstream = common::openai::FakeOpenAi::start().await;
+    let config = common::proxy::proxy_config(&PROXY.replace("ask-ai", "ask-ia"), &upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = tollgate::server::ProxyListener {
+        listener,
+        config,
+        api_key: SERVER_KEY.into(),
+    };
+    let server = common::TestServer::start_full(LIMITS, Default::default(), Some(proxy)).await;
+    let error = server.stop().await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("'ask-ia' is not in the rate-limit config"),
+        "{error}"
+    );
+}
