@@ -38,11 +38,15 @@ struct Cli {
 enum Command {
     /// Serve Envoy's rate-limit API over gRPC, and the admin HTTP port.
     Serve(ServeArgs),
-    /// Check a config file or directory and print a summary, or the errors with file:line.
+    /// Check a config file or directory (without one: the embedded default) and print a summary,
+    /// or the errors with file:line; with --proxy-config, the proxy's file too.
     Validate {
-        path: PathBuf,
+        path: Option<PathBuf>,
         #[arg(long, env = "TOLLGATE_MERGE_DOMAINS")]
         merge_domains: bool,
+        /// A proxy config to check, also against the rate-limit config's domains.
+        #[arg(long)]
+        proxy_config: Option<PathBuf>,
     },
     /// Ask a rate-limit service one question and print the answer (exit 0 OK, 2 OVER_LIMIT).
     Check(CheckArgs),
@@ -181,7 +185,8 @@ fn main() -> ExitCode {
         Command::Validate {
             path,
             merge_domains,
-        } => validate(&path, merge_domains),
+            proxy_config,
+        } => validate(path.as_deref(), merge_domains, proxy_config.as_deref()),
         command => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
@@ -200,17 +205,54 @@ fn main() -> ExitCode {
     })
 }
 
-fn validate(path: &std::path::Path, merge_domains: bool) -> anyhow::Result<ExitCode> {
-    match load_path(path, &LoadOptions { merge_domains }) {
-        Ok(config) => {
-            print!("{}", config.summary());
+fn validate(
+    path: Option<&std::path::Path>,
+    merge_domains: bool,
+    proxy_config: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let loaded = match path {
+        Some(path) => load_path(path, &LoadOptions { merge_domains }),
+        None => default_config(),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    print!("{}", config.summary());
+    let Some(proxy_path) = proxy_config else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    match load_proxy_config(proxy_path) {
+        Ok(proxy) if config.domains.contains_key(&proxy.domain) => {
+            println!(
+                "proxy {}: domain {}, {} routes, upstream {}",
+                proxy_path.display(),
+                proxy.domain,
+                proxy.routes.len(),
+                proxy.upstream
+            );
             Ok(ExitCode::SUCCESS)
+        }
+        Ok(proxy) => {
+            eprintln!("{}", missing_domain(&proxy, proxy_path));
+            Ok(ExitCode::FAILURE)
         }
         Err(errors) => {
             eprintln!("{errors}");
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn missing_domain(proxy: &ProxyConfig, path: &std::path::Path) -> String {
+    format!(
+        "{}: the proxy's domain '{}' is not in the rate-limit config: it would limit nothing",
+        path.display(),
+        proxy.domain
+    )
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<RateLimitConfig> {
@@ -237,12 +279,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (proxy, api_key) = load_proxy(path, args.proxy_addr)?;
             if !config.domains.contains_key(&proxy.domain) {
-                anyhow::bail!(
-                    "the proxy's domain '{}' ({}) is not in the rate-limit config: it would \
-                     limit nothing",
-                    proxy.domain,
-                    path.display()
-                );
+                anyhow::bail!("{}", missing_domain(&proxy, path));
             }
             Some((proxy, api_key))
         }

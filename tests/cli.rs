@@ -1,11 +1,12 @@
 //! The `tollgate` binary itself: validate, serve on the embedded default, check, and a clean
 //! exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+use common::process::{BIN, spawn_serve};
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -47,18 +48,6 @@ fn serve_refuses_to_start_on_a_bad_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad_unit.yaml:5:"));
-}
-
-/// Reads the server's log until it names the address it bound for `what`.
-fn bound_address(lines: &mut impl Iterator<Item = String>, what: &str) -> String {
-    for line in lines.by_ref() {
-        if line.contains(what)
-            && let Some(at) = line.find("addr=")
-        {
-            return line[at + 5..].split_whitespace().next().unwrap().to_owned();
-        }
-    }
-    panic!("the server never logged its {what} address");
 }
 
 #[test]
@@ -198,33 +187,4 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_bad() {
 
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Starts `tollgate serve` on ephemeral ports with `args`; returns the process, its log lines
-/// (read on), and the gRPC address it logged.
-fn spawn_serve(args: &[&str]) -> (Killed, impl Iterator<Item = String> + Send + use<>, String) {
-    let mut server = Killed(
-        Command::new(BIN)
-            .arg("serve")
-            .args(args)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .env("TOLLGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = server.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let grpc = bound_address(&mut lines, "gRPC");
-    (server, lines, grpc)
-}
-
-/// A child process that is killed when the test ends, passing or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

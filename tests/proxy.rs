@@ -797,3 +797,81 @@ async fn in_process_the_proxy_refuses_a_domain_that_is_not_loaded() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, PROXY).await;
+    for _ in 0..3 {
+        assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+    }
+    assert_eq!(proxy.upstream.calls(), 3);
+    assert_eq!(
+        proxy.upstream.connections(),
+        1,
+        "each call opened its own connection"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_is_a_504_with_the_tokens_back() {
+    let yaml = format!("{PROXY_WITH_TOKENS}upstream_response_timeout_ms: 200\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, &yaml).await;
+    proxy.upstream.behave(Behaviour::Hang);
+    let response = proxy.chat().send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    openai_error(&json_of(response).await, "upstream_timeout");
+    settles_to(&proxy, "127.0.0.1", 5000).await;
+    proxy.upstream.release();
+}
+
+const PROXY_WITH_INSTALL_TOKENS: &str = r#"
+upstream: "{upstream}"
+domain: ask-ai
+client_token_header: x-install-id
+descriptors:
+  - [{key: install, value: "{client}"}]
+  - [{key: client, value: "{ip}"}]
+"#;
+
+#[tokio::test]
+async fn install_tokens_tell_clients_apart_but_rotating_them_buys_nothing() {
+    let limits = "
+domain: ask-ai
+descriptors:
+  - key: install
+    rate_limit: {name: install-minute, unit: minute, requests_per_unit: 1}
+  - key: client
+    rate_limit: {name: ip-minute, unit: minute, requests_per_unit: 3}
+";
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, limits, PROXY_WITH_INSTALL_TOKENS).await;
+        let call = |token: &'static str| proxy.chat().header("x-install-id", token).send();
+        assert_eq!(call("install-a").await.unwrap().status(), 200);
+        let again = call("install-a").await.unwrap();
+        assert_eq!(again.status(), 429, "{mode:?}");
+        assert!(
+            json_of(again).await["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("install-minute")
+        );
+        assert_eq!(call("install-b").await.unwrap().status(), 200);
+        assert_eq!(call("install-c").await.unwrap().status(), 200);
+        // A fresh token each time still runs into the address's own limit.
+        let rotated = call("install-d").await.unwrap();
+        assert_eq!(rotated.status(), 429, "{mode:?}");
+        assert!(
+            json_of(rotated).await["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ip-minute")
+        );
+        let ids: Vec<_> = proxy
+            .upstream
+            .received()
+            .iter()
+            .map(|r| r.body["safety_identifier"].clone())
+            .collect();
+        assert_ne!(ids[0], ids[1], "installs share a safety identifier");
+    }
+}

@@ -40,8 +40,8 @@ const TOP_KEYS: &[&str] = &[
     "safety_identifier",
     "max_streams_per_client",
     "upstream_connect_timeout_ms",
-    "upstream_response_timeout_secs",
-    "upstream_idle_timeout_secs",
+    "upstream_response_timeout_ms",
+    "upstream_idle_timeout_ms",
     "tokens",
 ];
 const ENTRY_KEYS: &[&str] = &["key", "value"];
@@ -322,8 +322,8 @@ impl Reader<'_, '_> {
             safety_identifier: self.flag_or(&f, "safety_identifier", true),
             max_streams_per_client: max_streams.unwrap_or(4),
             upstream_connect_timeout: self.millis(&f, "upstream_connect_timeout_ms", 10_000),
-            upstream_response_timeout: self.secs(&f, "upstream_response_timeout_secs", 600),
-            upstream_idle_timeout: self.secs(&f, "upstream_idle_timeout_secs", 300),
+            upstream_response_timeout: self.millis(&f, "upstream_response_timeout_ms", 600_000),
+            upstream_idle_timeout: self.millis(&f, "upstream_idle_timeout_ms", 300_000),
             tokens,
         };
         self.cross_checks(&f, top, &config);
@@ -534,10 +534,6 @@ impl Reader<'_, '_> {
 
     fn millis(&mut self, f: &Fields<'_, '_>, key: &str, default: u64) -> Duration {
         Duration::from_millis(self.parsed(f, key, "milliseconds").unwrap_or(default))
-    }
-
-    fn secs(&mut self, f: &Fields<'_, '_>, key: &str, default: u64) -> Duration {
-        Duration::from_secs(self.parsed(f, key, "seconds").unwrap_or(default))
     }
 
     fn flag_or(&mut self, f: &Fields<'_, '_>, key: &str, default: bool) -> bool {

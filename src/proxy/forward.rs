@@ -128,8 +128,8 @@ impl Upstream {
                     StatusCode::GATEWAY_TIMEOUT,
                     "server_error",
                     format!(
-                        "The upstream API did not answer within {}s.",
-                        self.response_timeout.as_secs()
+                        "The upstream API did not answer within {} ms.",
+                        self.response_timeout.as_millis()
                     ),
                 )
                 .code("upstream_timeout"));

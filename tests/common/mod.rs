@@ -21,6 +21,7 @@ use tollgate::proto::{
 use tollgate::server::{Listeners, ProxyListener, ServeError, ServeOptions, serve};
 
 pub mod openai;
+pub mod process;
 pub mod proxy;
 
 /// A day-aligned instant (so minute, hour and day windows all start here), 2027-01-15.

@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -41,6 +42,8 @@ pub enum Behaviour {
     HoldAfterFirstEvent { prompt: u64, completion: u64 },
     /// A stream that sends an event every few milliseconds until the reader goes away.
     Endless,
+    /// Sends nothing at all until [`FakeOpenAi::release`], then answers normally.
+    Hang,
 }
 
 pub struct FakeOpenAi {
@@ -52,6 +55,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
     calls: AtomicUsize,
+    /// TCP connections accepted: with pooling, far fewer than calls.
+    connections: AtomicUsize,
     release: Semaphore,
     /// Set when an endless stream's body was dropped before it ended: the call was cancelled.
     cancelled: AtomicBool,
@@ -68,10 +73,15 @@ impl FakeOpenAi {
             }),
             received: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             release: Semaphore::new(0),
             cancelled: AtomicBool::new(false),
         });
         let app = Router::new().fallback(answer).with_state(state.clone());
+        let counted = state.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeOpenAi { addr, state }
     }
@@ -86,6 +96,10 @@ impl FakeOpenAi {
 
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -128,6 +142,12 @@ async fn answer(State(state): State<Arc<Shared>>, request: Request) -> Response 
         Behaviour::Normal { prompt, completion }
         | Behaviour::HoldAfterFirstEvent { prompt, completion } => (prompt, completion),
         Behaviour::Endless => (0, 0),
+        Behaviour::Hang => {
+            if let Ok(permit) = state.release.acquire().await {
+                permit.forget();
+            }
+            (1, 1)
+        }
     };
     let stream = body.get("stream") == Some(&Value::Bool(true));
     let model = body
