@@ -875,3 +875,21 @@ descriptors:
         assert_ne!(ids[0], ids[1], "installs share a safety identifier");
     }
 }
+
+#[tokio::test]
+async fn a_reload_that_drops_the_proxys_domain_is_refused() {
+    let proxy = ProxyUnderTest::start(Mode::InProcess, ONE_PER_MINUTE, PROXY).await;
+    assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+    // Three sends through a channel of one: once the third is in, the first has been handled.
+    for _ in 0..3 {
+        let other = common::config("domain: other\ndescriptors:\n  - key: client\n");
+        proxy.server.reload.send(other).await.unwrap();
+    }
+    // Had it been applied, ask-ai would be an unknown domain, and unknown domains are allowed.
+    let response = proxy.chat().send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        429,
+        "the limits went away with the reload"
+    );
+}
