@@ -275,14 +275,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("{line}");
     }
     let options = serve_options(&args);
+    // `serve` itself refuses a proxy whose domain is not loaded, before serving anything.
     let proxy = match &args.proxy_config {
-        Some(path) => {
-            let (proxy, api_key) = load_proxy(path, args.proxy_addr)?;
-            if !config.domains.contains_key(&proxy.domain) {
-                anyhow::bail!("{}", missing_domain(&proxy, path));
-            }
-            Some((proxy, api_key))
-        }
+        Some(path) => Some(load_proxy(path, args.proxy_addr)?),
         None => None,
     };
     let grpc = TcpListener::bind(args.grpc_addr)

@@ -156,6 +156,8 @@ async fn n_plus_5_concurrent_calls_with_n_left_give_n_upstream_calls_and_5_hones
     for mode in BOTH {
         let proxy =
             ProxyUnderTest::start(mode, &limits(N as u32, 100_000, 5000), PROXY_BEHIND_LB).await;
+        // 19 s into the minute: the window resets in 41 s, and that is what the 429s must say.
+        proxy.server.clock.advance(Duration::from_secs(19));
         for round in 0..10 {
             let client = format!("203.0.113.{round}");
             let before = proxy.upstream.calls();
@@ -170,8 +172,8 @@ async fn n_plus_5_concurrent_calls_with_n_left_give_n_upstream_calls_and_5_hones
             assert_eq!(proxy.upstream.calls() - before, N, "{mode:?} round {round}");
             for response in responses.into_iter().filter(|r| r.status() != 200) {
                 assert_eq!(response.status(), 429);
-                assert_eq!(response.headers()["retry-after"], "60");
-                assert_eq!(response.headers()["ratelimit"], "\"ip-minute\";r=0;t=60");
+                assert_eq!(response.headers()["retry-after"], "41");
+                assert_eq!(response.headers()["ratelimit"], "\"ip-minute\";r=0;t=41");
                 assert!(!response.headers().contains_key("x-should-retry"));
                 let message = openai_error(&json_of(response).await, "rate_limit_exceeded");
                 assert!(message.contains("ip-minute"), "{message}");
@@ -812,15 +814,26 @@ async fn upstream_connections_are_pooled_and_reused() {
     );
 }
 
+/// The reservation of the shared chat body: its size plus the 100-token output cap.
+fn chat_reservation() -> u32 {
+    json!({"model": "gpt-test", "messages": [{"role": "user", "content": "Hi"}]})
+        .to_string()
+        .len() as u32
+        + 100
+}
+
 #[tokio::test]
-async fn an_upstream_that_does_not_answer_in_time_is_a_504_with_the_tokens_back() {
+async fn an_upstream_that_does_not_answer_in_time_is_a_504_and_may_still_bill_so_the_tokens_stay() {
     let yaml = format!("{PROXY_WITH_TOKENS}upstream_response_timeout_ms: 200\n");
     let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, &yaml).await;
     proxy.upstream.behave(Behaviour::Hang);
     let response = proxy.chat().send().await.unwrap();
     assert_eq!(response.status(), 504);
     openai_error(&json_of(response).await, "upstream_timeout");
-    settles_to(&proxy, "127.0.0.1", 5000).await;
+    assert_eq!(
+        tokens_left(&proxy, "127.0.0.1").await,
+        5000 - chat_reservation()
+    );
     proxy.upstream.release();
 }
 
@@ -892,4 +905,333 @@ async fn a_reload_that_drops_the_proxys_domain_is_refused() {
         429,
         "the limits went away with the reload"
     );
+}
+
+/// Sends `head` (request line and headers, no blank line) and `body` over a plain socket, as
+/// written: no client library resolves or rewrites anything. Returns the status code.
+async fn raw(proxy: &ProxyUnderTest, head: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!("{head}\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer}"))
+}
+
+#[tokio::test]
+async fn paths_are_judged_as_written_on_the_wire_once_normalised() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, &limits(100, 1000, 5000), PROXY).await;
+        let body = json!({"model": "m", "messages": []}).to_string();
+        let post =
+            |target: &str| format!("POST {target} HTTP/1.1\r\ncontent-length: {}", body.len());
+        for target in [
+            "/v1/models/../chat/completions",
+            "/v1/%2e%2E/v1/chat/completions",
+            "/v1/./chat//completions",
+            // Absolute form: the host named is not where the call goes.
+            "http://evil.example/v1/chat/completions",
+        ] {
+            assert_eq!(
+                raw(&proxy, &post(target), body.as_bytes()).await,
+                200,
+                "{mode:?} {target}"
+            );
+            assert_eq!(
+                proxy.upstream.last().path,
+                "/v1/chat/completions",
+                "{target}"
+            );
+        }
+        let before = proxy.upstream.calls();
+        for (target, want) in [
+            ("/v1/chat/completions/../../files", 404),
+            ("/v1/chat%2Fcompletions", 400),
+            ("/v1/../../v1/chat/completions", 404),
+        ] {
+            assert_eq!(
+                raw(&proxy, &post(target), body.as_bytes()).await,
+                want,
+                "{mode:?} {target}"
+            );
+        }
+        for method in ["HEAD", "PATCH", "OPTIONS"] {
+            let head = format!("{method} /v1/chat/completions HTTP/1.1\r\ncontent-length: 0");
+            assert_eq!(raw(&proxy, &head, b"").await, 404, "{mode:?} {method}");
+        }
+        assert_eq!(proxy.upstream.calls(), before, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413_too() {
+    let yaml = format!("{PROXY}max_body_bytes: 1000\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, ONE_PER_MINUTE, &yaml).await;
+    let chunk = "x".repeat(2000);
+    let body = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let head = "POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: chunked";
+    assert_eq!(raw(&proxy, head, body.as_bytes()).await, 413);
+    assert_eq!(proxy.upstream.calls(), 0);
+    assert_eq!(
+        proxy.chat().send().await.unwrap().status(),
+        200,
+        "budget was spent"
+    );
+}
+
+#[tokio::test]
+async fn the_upstreams_own_errors_do_not_disclose_the_account() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY).await;
+        proxy.upstream.behave(Behaviour::RateLimited);
+        let response = proxy.chat().send().await.unwrap();
+        assert_eq!(response.status(), 429);
+        let body = json_of(response).await;
+        let message = openai_error(&body, "insufficient_quota");
+        assert_eq!(body["error"]["type"], "insufficient_quota");
+        for secret in ["Secret123", "30000", "29990"] {
+            assert!(!message.contains(secret), "{mode:?}: {message}");
+        }
+        assert!(
+            message.contains("Rate limit reached for gpt-test"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_configured_organization_and_project_replace_the_clients() {
+    let yaml = format!("{PROXY}organization: org-mine\nproject: proj_mine\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, &yaml).await;
+    let response = proxy
+        .chat()
+        .header("openai-organization", "org-theirs")
+        .header("openai-project", "proj_theirs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = proxy.upstream.last();
+    assert_eq!(
+        sent.headers
+            .get_all("openai-organization")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["org-mine"]
+    );
+    assert_eq!(
+        sent.headers
+            .get_all("openai-project")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["proj_mine"]
+    );
+}
+
+#[tokio::test]
+async fn hosted_tools_stored_context_and_priority_tiers_are_not_the_clients_to_use() {
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, PROXY).await;
+    for (body, param) in [
+        (
+            json!({"model": "m", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+            "tools",
+        ),
+        (
+            json!({"model": "m", "input": "hi", "previous_response_id": "resp_someone_elses"}),
+            "previous_response_id",
+        ),
+        (
+            json!({"model": "m", "input": "hi", "conversation": "conv_1"}),
+            "conversation",
+        ),
+    ] {
+        let response = proxy.post("/v1/responses", body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{param}");
+        assert_eq!(json_of(response).await["error"]["param"], param);
+    }
+    assert_eq!(proxy.upstream.calls(), 0);
+    let body = json!({"model": "m", "input": "hi", "service_tier": "priority",
+                      "tools": [{"type": "function", "name": "f", "parameters": {}}]});
+    assert_eq!(
+        proxy
+            .post("/v1/responses", body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let sent = proxy.upstream.last().body;
+    assert!(sent.get("service_tier").is_none(), "{sent}");
+}
+
+#[tokio::test]
+async fn images_are_reserved_for_what_they_cost_not_for_their_bytes() {
+    let yaml = format!("{PROXY_WITH_TOKENS}upstream_response_timeout_ms: 200\n");
+    let proxy = ProxyUnderTest::start(Mode::InProcess, LIMITS, &yaml).await;
+    // A call that times out keeps its whole reservation: that shows what it was.
+    proxy.upstream.behave(Behaviour::Hang);
+    let body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
+    let reservation = body.to_string().len() as u32 + 100 + 2000;
+    assert_eq!(
+        proxy
+            .post("/v1/chat/completions", body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        504
+    );
+    assert_eq!(tokens_left(&proxy, "127.0.0.1").await, 5000 - reservation);
+    proxy.upstream.release();
+    let file = json!({"model": "gpt-test", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-1"}}]}]});
+    assert_eq!(
+        proxy
+            .post("/v1/chat/completions", file)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+}
+
+/// A rate-limit service that answers every call with `answer`, or never answers at all.
+async fn fake_limiter(answer: Option<tollgate::proto::RateLimitResponse>) -> String {
+    use tollgate::proto::{
+        RateLimitRequest, RateLimitResponse, RateLimitService, RateLimitServiceServer,
+    };
+    struct Fixed(RateLimitResponse);
+    #[tonic::async_trait]
+    impl RateLimitService for Fixed {
+        async fn should_rate_limit(
+            &self,
+            _: tonic::Request<RateLimitRequest>,
+        ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+            Ok(tonic::Response::new(self.0.clone()))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    match answer {
+        Some(answer) => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let service = RateLimitServiceServer::new(Fixed(answer));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming),
+            );
+        }
+        // Accepts connections and holds them, saying nothing.
+        None => {
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    held.push(socket);
+                }
+            });
+        }
+    }
+    url
+}
+
+#[tokio::test]
+async fn a_limiter_that_stalls_or_answers_nonsense_is_failed_closed_on() {
+    use tollgate::proto::RateLimitResponse;
+    use tollgate::proto::rate_limit_response::Code;
+    let no_statuses = RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        ..Default::default()
+    };
+    let unknown = RateLimitResponse {
+        overall_code: Code::Unknown as i32,
+        ..Default::default()
+    };
+    for (what, answer) in [
+        ("stalls", None),
+        ("no statuses", Some(no_statuses)),
+        ("UNKNOWN", Some(unknown)),
+    ] {
+        let limiter = fake_limiter(answer).await;
+        let upstream = common::openai::FakeOpenAi::start().await;
+        let config = common::proxy::proxy_config(PROXY, &upstream);
+        let remote = tollgate::proxy::Remote::new(&limiter, config.limiter_timeout).unwrap();
+        let proxy = tollgate::proxy::Proxy::new(
+            config,
+            SERVER_KEY,
+            tollgate::proxy::Limiter::Remote(remote),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(tollgate::proxy::serve_proxy(
+            listener,
+            proxy.into(),
+            stop.clone(),
+        ));
+        let started = std::time::Instant::now();
+        let response = reqwest::Client::new()
+            .post(url)
+            .body(json!({"model": "m", "messages": []}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503, "a limiter that {what}");
+        openai_error(&json_of(response).await, "rate_limiter_unavailable");
+        assert_eq!(upstream.calls(), 0, "a limiter that {what}");
+        // Not a timing claim: only that the decision timeout, not some default, ended the wait.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a limiter that {what}"
+        );
+        stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn usage_beyond_the_reservation_is_charged_and_the_budget_ends_exhausted() {
+    for mode in BOTH {
+        let proxy = ProxyUnderTest::start(mode, &limits(100, 1000, 1000), PROXY_WITH_TOKENS).await;
+        // Far more than the worst case the proxy could see (an image it did not count, say).
+        proxy.upstream.behave(Behaviour::Normal {
+            prompt: 2000,
+            completion: 1000,
+        });
+        assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+        settles_to(&proxy, "127.0.0.1", 0).await;
+        let next = proxy.chat().send().await.unwrap();
+        assert_eq!(next.status(), 429, "{mode:?}");
+        assert_eq!(json_of(next).await["error"]["type"], "tokens");
+    }
+}
+
+#[tokio::test]
+async fn in_process_an_excess_is_counted_whole_and_is_no_call_of_the_global_cap() {
+    let proxy =
+        ProxyUnderTest::start(Mode::InProcess, &limits(100, 2, 5000), PROXY_WITH_TOKENS).await;
+    let used = u64::from(chat_reservation()) + 250;
+    proxy.upstream.behave(Behaviour::Normal {
+        prompt: used - 100,
+        completion: 100,
+    });
+    assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+    settles_to(&proxy, "127.0.0.1", 5000 - used as u32).await;
+    // The global cap allows two calls a day: the settlement must not have been one of them.
+    assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+    assert_eq!(proxy.chat().send().await.unwrap().status(), 429);
 }

@@ -187,7 +187,7 @@ impl Turn<'_, '_, '_> {
                 verdict.never_fits |= own > u64::from(op.window.volume);
             }
             // A new key needs room; a shadow limit never fails a call for want of it.
-            let creates = matches!(op.mode, Mode::Charge | Mode::Postpaid)
+            let creates = matches!(op.mode, Mode::Charge | Mode::Postpaid | Mode::Settle)
                 && earlier.is_none()
                 && !self.guards[g].table.contains(self.key(pos));
             let decides = op.decides;
@@ -248,7 +248,7 @@ impl Turn<'_, '_, '_> {
             };
             let table = &mut self.guards[g].table;
             match op.mode {
-                Mode::Charge | Mode::Postpaid if committed && !op.no_room => {
+                Mode::Charge | Mode::Postpaid | Mode::Settle if committed && !op.no_room => {
                     table.put(key, counter)
                 }
                 Mode::Refund => table.update(key, counter),

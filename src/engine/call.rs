@@ -23,6 +23,10 @@ pub struct CallDescriptor<'a> {
     pub hits: Option<u64>,
     /// The hits are a refund, given back to the budget.
     pub refund: bool,
+    /// The hits are a cost already incurred: counted even past every limit, never denied, and
+    /// not a call of the domain's global caps. Only in-process callers (the proxy settling
+    /// token usage) can ask this; the wire has no way to.
+    pub settle: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

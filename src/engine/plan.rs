@@ -279,6 +279,7 @@ enum KeySlot {
 /// A refund wins over a probe: a refund of 0 is a no-op that never denies.
 fn descriptor_mode(d: &CallDescriptor<'_>) -> Mode {
     match (d.hits, d.refund) {
+        _ if d.settle => Mode::Settle,
         (_, true) => Mode::Refund,
         (Some(0), _) => Mode::Probe,
         _ => Mode::Charge,
@@ -286,7 +287,8 @@ fn descriptor_mode(d: &CallDescriptor<'_>) -> Mode {
 }
 
 /// How the call touches its domain's global caps: charged once with the request-level hits,
-/// checked only for a call made of probes (and refunds), untouched by a call of refunds alone.
+/// checked only for a call made of probes (and refunds), untouched by a call of refunds and
+/// settlements alone.
 fn global_mode(call: &Call<'_>) -> Option<Mode> {
     let modes = || call.descriptors.iter().map(descriptor_mode);
     if modes().any(|m| m == Mode::Charge) {

@@ -36,6 +36,9 @@ pub enum Mode {
     Probe,
     /// Never denies; gives `hits` back (clamped at zero) in the current window.
     Refund,
+    /// Never denies; counts `hits` even past the volume: a cost already incurred, settled
+    /// after the fact (the proxy's token excess).
+    Settle,
 }
 
 /// The decision for one counter, before the call as a whole is decided.
@@ -88,6 +91,7 @@ impl FixedWindow {
             Mode::Postpaid => (count < volume, volume == 0, count.saturating_add(hits)),
             Mode::Probe => (count < volume, volume == 0, count),
             Mode::Refund => (true, false, count.saturating_sub(hits)),
+            Mode::Settle => (true, false, count.saturating_add(hits)),
         };
         Verdict {
             fits,
@@ -216,6 +220,9 @@ mod tests {
         assert!(v.fits);
         assert_eq!(v.count_after, 3);
         assert_eq!(MINUTE.decide(window(60, 1), 7, Mode::Refund).count_after, 0);
+        let v = MINUTE.decide(window(60, 5), 7, Mode::Settle);
+        assert!(v.fits && !v.never_fits);
+        assert_eq!(v.count_after, 12);
     }
 
     #[test]

@@ -58,7 +58,13 @@ pub fn prepare(
         RouteKind::Responses => clamp(&mut body, "max_output_tokens", config.max_output_tokens)?,
         RouteKind::Embeddings | RouteKind::Other => 0,
     };
+    let mut attachments = 0;
     if matches!(kind, RouteKind::Chat | RouteKind::Responses) {
+        check_context(&body, config)?;
+        check_tools(&body, config)?;
+        attachments = count_attachments(&body, config)?;
+        // Priority processing costs more per token than the budget assumes.
+        body.remove("service_tier");
         if !config.allow_store {
             body.insert("store".into(), Value::Bool(false));
         }
@@ -76,7 +82,10 @@ pub fn prepare(
         stream,
         client_wants_usage,
         worst_case_tokens: if kind.has_token_cost() {
-            prompt_estimate.saturating_add(output)
+            let per_attachment = config.tokens.as_ref().map_or(0, |t| t.attachment_tokens);
+            prompt_estimate
+                .saturating_add(output)
+                .saturating_add(attachments.saturating_mul(per_attachment))
         } else {
             0
         },
@@ -141,14 +150,95 @@ fn choices(body: &Map<String, Value>, config: &ProxyConfig) -> Result<u64, ApiEr
     Ok(n)
 }
 
-/// Chat's two output caps: `max_completion_tokens`, or the older `max_tokens` when only that is
-/// given (some models refuse one or the other, so the client's choice is kept).
+/// Chat's two output caps: both are clamped when given, `max_completion_tokens` set when
+/// neither is (some models refuse `max_tokens`, so it is never added).
 fn clamp_chat_output(body: &mut Map<String, Value>, cap: Option<u64>) -> Result<u64, ApiError> {
-    if body.contains_key("max_tokens") && !body.contains_key("max_completion_tokens") {
-        clamp(body, "max_tokens", cap)
+    let legacy = if body.contains_key("max_tokens") {
+        Some(clamp(body, "max_tokens", cap)?)
     } else {
-        clamp(body, "max_completion_tokens", cap)
+        None
+    };
+    match legacy {
+        Some(legacy) if !body.contains_key("max_completion_tokens") => Ok(legacy),
+        Some(legacy) => Ok(clamp(body, "max_completion_tokens", cap)?.max(legacy)),
+        None => clamp(body, "max_completion_tokens", cap),
     }
+}
+
+/// Context stored at the provider (an earlier response, a conversation, a saved prompt) is
+/// refused unless storing is allowed: its cost is unknown here, and its id may be anyone's.
+fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), ApiError> {
+    if config.allow_store {
+        return Ok(());
+    }
+    for (field, param) in [
+        ("previous_response_id", "previous_response_id"),
+        ("conversation", "conversation"),
+        ("prompt", "prompt"),
+    ] {
+        if body.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid(format!(
+                "'{field}' refers to context stored at the provider, which this service does not allow."
+            ))
+            .param(param));
+        }
+    }
+    Ok(())
+}
+
+/// Only the caller's own functions: hosted tools (web search, file search over the account's
+/// stores, code interpreter, ...) are billed per use and can read the account's data.
+fn check_tools(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), ApiError> {
+    if config.allow_hosted_tools {
+        return Ok(());
+    }
+    let Some(Value::Array(tools)) = body.get("tools") else {
+        return Ok(());
+    };
+    for tool in tools {
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(kind, "function" | "custom") {
+            return Err(ApiError::invalid(format!(
+                "Tool type '{}' is not offered by this service; only functions are.",
+                kind.chars().take(64).collect::<String>()
+            ))
+            .param("tools"));
+        }
+    }
+    Ok(())
+}
+
+/// Content parts whose token cost their bytes do not show (images), counted so the worst case
+/// can allow for each; files and audio, whose cost has no bound here, are refused while token
+/// budgets are kept.
+fn count_attachments(body: &Map<String, Value>, config: &ProxyConfig) -> Result<u64, ApiError> {
+    if config.tokens.is_none() {
+        return Ok(0);
+    }
+    let mut images = 0u64;
+    let mut pending: Vec<&Value> = ["messages", "input"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .collect();
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Array(items) => pending.extend(items),
+            Value::Object(fields) => {
+                match fields.get("type").and_then(Value::as_str) {
+                    Some("image_url" | "input_image") => images += 1,
+                    Some(kind @ ("file" | "input_file" | "input_audio")) => {
+                        return Err(ApiError::invalid(format!(
+                            "Content of type '{kind}' is not offered by this service."
+                        )));
+                    }
+                    _ => {}
+                }
+                pending.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    Ok(images)
 }
 
 /// Clamps `field` to `cap` (setting it when absent); the result is the call's output bound,

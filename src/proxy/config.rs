@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use reqwest::Url;
 use saphyr::{MarkedYaml, Marker};
 
-use super::route::{Route, RouteKind};
+use super::route::Route;
 use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::yaml::{self, Fields, Reader};
 
@@ -31,12 +31,14 @@ const TOP_KEYS: &[&str] = &[
     "ipv6_prefix",
     "cors",
     "max_body_bytes",
+    "body_timeout_ms",
     "on_limiter_error",
     "limiter_timeout_ms",
     "models",
     "max_output_tokens",
     "max_choices",
     "allow_store",
+    "allow_hosted_tools",
     "safety_identifier",
     "max_streams_per_client",
     "upstream_connect_timeout_ms",
@@ -46,7 +48,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const ENTRY_KEYS: &[&str] = &["key", "value"];
 const CORS_KEYS: &[&str] = &["allowed_origins", "max_age_secs"];
-const TOKEN_KEYS: &[&str] = &["descriptors", "bytes_per_token"];
+const TOKEN_KEYS: &[&str] = &["descriptors", "bytes_per_token", "attachment_tokens"];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 
@@ -73,6 +75,8 @@ pub struct ProxyConfig {
     pub ipv6_prefix: u8,
     pub cors: Cors,
     pub max_body_bytes: usize,
+    /// Longest wait for a request body to arrive.
+    pub body_timeout: Duration,
     pub on_limiter_error: OnLimiterError,
     pub limiter_timeout: Duration,
     /// Models a call may name; empty allows any.
@@ -83,6 +87,8 @@ pub struct ProxyConfig {
     pub max_choices: u64,
     /// Let clients store completions and responses at the provider (`store`), else forced off.
     pub allow_store: bool,
+    /// Let calls use the provider's hosted tools (web search, file search, ...).
+    pub allow_hosted_tools: bool,
     /// Send a keyed hash of the client as `safety_identifier`.
     pub safety_identifier: bool,
     /// Concurrent streamed calls per client; 0 is no cap.
@@ -117,6 +123,8 @@ pub struct TokenBudget {
     /// The prompt estimate is the request body's size divided by this (1 is an upper bound for
     /// text: no token is shorter than a byte).
     pub bytes_per_token: u64,
+    /// What each image part is reserved as (its bytes, a URL, say nothing of its cost).
+    pub attachment_tokens: u64,
 }
 
 /// One descriptor's entries, with placeholders filled per call.
@@ -313,12 +321,14 @@ impl Reader<'_, '_> {
             max_body_bytes: self
                 .parsed(&f, "max_body_bytes", "a size in bytes")
                 .unwrap_or(2 << 20),
+            body_timeout: self.millis(&f, "body_timeout_ms", 30_000),
             on_limiter_error,
             limiter_timeout: self.millis(&f, "limiter_timeout_ms", 50),
             models,
             max_output_tokens,
             max_choices: self.parsed(&f, "max_choices", "a count").unwrap_or(1),
             allow_store: self.flag_or(&f, "allow_store", false),
+            allow_hosted_tools: self.flag_or(&f, "allow_hosted_tools", false),
             safety_identifier: self.flag_or(&f, "safety_identifier", true),
             max_streams_per_client: max_streams.unwrap_or(4),
             upstream_connect_timeout: self.millis(&f, "upstream_connect_timeout_ms", 10_000),
@@ -340,12 +350,32 @@ impl Reader<'_, '_> {
             let node = f.get("max_choices").unwrap_or(top);
             self.error(node, "'max_choices' must be at least 1");
         }
-        if config.client_token_header.is_some()
-            && !config.descriptors.iter().any(|d| d.uses(Var::Ip))
-        {
+        let limits_ip =
+            |descriptors: &[DescriptorTemplate]| descriptors.iter().any(|d| d.uses(Var::Ip));
+        if config.client_token_header.is_some() {
             let node = f.key_node("client_token_header").unwrap_or(top);
-            let message = "'client_token_header' is set but no descriptor limits '{ip}': \
-                           a client could rotate tokens past every limit";
+            if !limits_ip(&config.descriptors) {
+                let message = "'client_token_header' is set but no descriptor limits '{ip}': \
+                               a client could rotate tokens past every limit";
+                self.error(node, message);
+            }
+            if let Some(tokens) = &config.tokens
+                && !limits_ip(&tokens.descriptors)
+            {
+                let message = "'client_token_header' is set but no token descriptor limits \
+                               '{ip}': a client could rotate tokens past every token budget";
+                self.error(node, message);
+            }
+        }
+        let uses_model = config
+            .descriptors
+            .iter()
+            .chain(config.tokens.iter().flat_map(|t| &t.descriptors))
+            .any(|d| d.uses(Var::Model));
+        if uses_model && config.models.is_empty() {
+            let node = f.key_node("descriptors").unwrap_or(top);
+            let message = "'{model}' needs a 'models' list: a client could otherwise make up a \
+                           new counter, and a new budget, with every call";
             self.error(node, message);
         }
         if let Some(tokens) = &config.tokens {
@@ -482,6 +512,9 @@ impl Reader<'_, '_> {
         Some(TokenBudget {
             descriptors,
             bytes_per_token: self.parsed(&f, "bytes_per_token", "a count").unwrap_or(1),
+            attachment_tokens: self
+                .parsed(&f, "attachment_tokens", "a count")
+                .unwrap_or(2000),
         })
     }
 
@@ -549,16 +582,6 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-impl RouteKind {
-    /// Whether a call of this kind has a token cost the proxy can bound and read back.
-    pub fn has_token_cost(self) -> bool {
-        matches!(
-            self,
-            RouteKind::Chat | RouteKind::Responses | RouteKind::Embeddings
-        )
-    }
 }
 
 impl Route {

@@ -109,7 +109,11 @@ impl Upstream {
         let response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
-                if let Some(reservation) = &mut reading.reservation {
+                // Only a call that never reached the upstream is surely free; one that broke
+                // after it was sent may be billed, so it keeps its reservation.
+                if e.is_connect()
+                    && let Some(reservation) = &mut reading.reservation
+                {
                     reservation.nothing_used();
                 }
                 tracing::warn!(error = %error_chain(&e), "upstream unreachable");
@@ -120,10 +124,8 @@ impl Upstream {
                 )
                 .code("upstream_unreachable"));
             }
+            // The upstream may be working on it still, and bill it: the reservation stays.
             Err(_) => {
-                if let Some(reservation) = &mut reading.reservation {
-                    reservation.nothing_used();
-                }
                 return Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "server_error",
@@ -136,17 +138,20 @@ impl Upstream {
             }
         };
         let status = response.status();
-        if !status.is_success()
-            && let Some(reservation) = &mut reading.reservation
-        {
-            // OpenAI bills no tokens for a call it refused or failed.
-            reservation.nothing_used();
-        }
         let mut headers = HeaderMap::new();
         for (name, value) in response.headers() {
             if !withheld(name) {
                 headers.append(name.clone(), value.clone());
             }
+        }
+        if !status.is_success() {
+            // OpenAI bills no tokens for a call it refused or failed.
+            if let Some(reservation) = &mut reading.reservation {
+                reservation.nothing_used();
+            }
+            let body = redacted_error(response).await;
+            headers.remove(header::CONTENT_ENCODING);
+            return Ok((status, headers, Body::from(body)));
         }
         let is_sse = response
             .headers()
@@ -168,6 +173,7 @@ impl Upstream {
             idle_timeout: self.idle_timeout,
             reading,
             done: false,
+            failed: None,
         };
         Ok((status, headers, Body::from_stream(relay.into_stream())))
     }
@@ -200,6 +206,8 @@ struct Relay {
     idle_timeout: Duration,
     reading: Reading,
     done: bool,
+    /// Why the stream must end in an error once what is pending has gone.
+    failed: Option<String>,
 }
 
 impl Relay {
@@ -208,6 +216,9 @@ impl Relay {
             loop {
                 if let Some(next) = relay.pending.pop_front() {
                     return Some((Ok(next), relay));
+                }
+                if let Some(failure) = relay.failed.take() {
+                    return Some((Err(std::io::Error::other(failure)), relay));
                 }
                 if relay.done {
                     return None;
@@ -248,8 +259,10 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "upstream stream ended: event too large");
+                    // Ending cleanly would pass a cut stream off as whole: abort it instead.
+                    tracing::warn!(error = %e, "upstream stream aborted");
                     self.done = true;
+                    self.failed = Some(e.to_string());
                 }
             },
         }
@@ -299,5 +312,87 @@ impl Relay {
         // The answer is complete: settle now, not when the client has read the last bytes.
         self.reading.reservation.take();
         self.reading.slot.take();
+    }
+}
+
+/// The largest upstream error body read; a bigger one is replaced whole.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// An upstream error's body with what identifies the account taken out of its message: OpenAI's
+/// own 429s name the organization and its limits, its 401s a masked key. Status, `type` and
+/// `code` stay as they were.
+async fn redacted_error(mut response: reqwest::Response) -> Bytes {
+    let mut body = BytesMut::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > MAX_ERROR_BODY {
+            return Bytes::from_static(
+                br#"{"error":{"message":"The upstream API failed.","type":"server_error","param":null,"code":null}}"#,
+            );
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body.freeze();
+    };
+    if let Some(message) = json.pointer_mut("/error/message")
+        && let Some(text) = message.as_str()
+    {
+        *message = serde_json::Value::from(redact(text));
+    }
+    Bytes::from(json.to_string())
+}
+
+/// Replaces organization and project ids, keys, and the figures of an account's limits.
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut after_figure_word = false;
+    for word in message.split_inclusive(' ') {
+        let bare = word.trim_end_matches([' ', ',', '.', ':', ';', ')']);
+        let rest = &word[bare.len()..];
+        let secret = ["org-", "proj_", "sk-", "user-"]
+            .iter()
+            .find(|prefix| bare.starts_with(**prefix));
+        if let Some(prefix) = secret {
+            out.push_str(prefix);
+            out.push_str("[redacted]");
+            out.push_str(rest);
+        } else if after_figure_word && bare.chars().all(|c| c.is_ascii_digit()) && !bare.is_empty()
+        {
+            out.push_str("[redacted]");
+            out.push_str(rest);
+        } else {
+            out.push_str(word);
+        }
+        after_figure_word = matches!(bare, "Limit" | "Used" | "Requested" | "limit");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn account_details_are_taken_out_of_upstream_messages() {
+        let message = "Rate limit reached for gpt-4o in organization org-AbC123 on tokens per min \
+                       (TPM): Limit 30000, Used 29500, Requested 1200. Visit https://x.example.";
+        let redacted = redact(message);
+        for secret in ["AbC123", "30000", "29500", "1200"] {
+            assert!(!redacted.contains(secret), "{redacted}");
+        }
+        assert!(
+            redacted.contains("organization org-[redacted] on tokens per min"),
+            "{redacted}"
+        );
+        assert!(
+            redacted.contains("Limit [redacted], Used [redacted]"),
+            "{redacted}"
+        );
+        let key = redact("Incorrect API key provided: sk-proj-****abcd. You can find yours.");
+        assert_eq!(
+            key,
+            "Incorrect API key provided: sk-[redacted]. You can find yours."
+        );
+        assert_eq!(redact("gpt-4o is fine"), "gpt-4o is fine");
     }
 }

@@ -27,6 +27,20 @@ pub struct Ask {
     pub refund: bool,
 }
 
+impl Ask {
+    pub fn charge(entries: Vec<(String, String)>, hits: Option<u64>) -> Ask {
+        Ask {
+            entries,
+            hits,
+            refund: false,
+        }
+    }
+}
+
+/// How long a settlement may take over gRPC: it is off the call's path, so it can wait for a
+/// busy service far longer than a decision can.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LimiterError {
     #[error("the rate-limit service did not answer within {0:?}")]
@@ -69,22 +83,94 @@ impl Remote {
 impl Limiter {
     pub async fn decide(&self, domain: &str, asks: &[Ask]) -> Result<Decision, LimiterError> {
         match self {
-            Limiter::InProcess(engine) => Ok(engine.should_rate_limit(&to_call(domain, asks))?),
+            Limiter::InProcess(engine) => {
+                Ok(engine.should_rate_limit(&to_call(domain, asks, false))?)
+            }
+            Limiter::Remote(remote) => remote.ask(domain, asks, remote.timeout).await,
+        }
+    }
+
+    /// Gives `hits` back on each descriptor (a reservation larger than the real cost).
+    pub async fn refund(
+        &self,
+        domain: &str,
+        descriptors: &[Vec<(String, String)>],
+        hits: u64,
+    ) -> Result<(), LimiterError> {
+        let asks: Vec<Ask> = descriptors
+            .iter()
+            .map(|entries| Ask {
+                entries: entries.clone(),
+                hits: Some(hits),
+                refund: true,
+            })
+            .collect();
+        match self {
+            Limiter::InProcess(engine) => {
+                engine.should_rate_limit(&to_call(domain, &asks, false))?;
+            }
             Limiter::Remote(remote) => {
-                let mut request = tonic::Request::new(to_request(domain, asks));
-                request.set_timeout(remote.timeout);
-                let mut client = remote.client.clone();
-                let answer =
-                    tokio::time::timeout(remote.timeout, client.should_rate_limit(request))
-                        .await
-                        .map_err(|_| LimiterError::Timeout(remote.timeout))??;
-                from_response(answer.into_inner(), asks.len())
+                remote.ask(domain, &asks, SETTLE_TIMEOUT).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Counts `hits` more on each descriptor: a cost already incurred beyond its reservation.
+    /// In-process it is counted whatever the limits say, and is no call of the global caps.
+    /// Over the wire it is a plain charge; refused, it is replaced by a charge of what is
+    /// left, so the budget at least ends at its limit. Returns whether all of it was counted.
+    pub async fn charge_excess(
+        &self,
+        domain: &str,
+        descriptors: &[Vec<(String, String)>],
+        hits: u64,
+    ) -> Result<bool, LimiterError> {
+        let asks: Vec<Ask> = descriptors
+            .iter()
+            .map(|entries| Ask::charge(entries.clone(), Some(hits)))
+            .collect();
+        let remote = match self {
+            Limiter::InProcess(engine) => {
+                engine.should_rate_limit(&to_call(domain, &asks, true))?;
+                return Ok(true);
+            }
+            Limiter::Remote(remote) => remote,
+        };
+        if remote.ask(domain, &asks, SETTLE_TIMEOUT).await?.code == Code::Ok {
+            return Ok(true);
+        }
+        for entries in descriptors {
+            let probe = [Ask::charge(entries.clone(), Some(0))];
+            let left = remote.ask(domain, &probe, SETTLE_TIMEOUT).await?;
+            let left = left.statuses.first().map_or(0, |s| s.limit_remaining);
+            if left > 0 {
+                let rest = [Ask::charge(entries.clone(), Some(u64::from(left)))];
+                remote.ask(domain, &rest, SETTLE_TIMEOUT).await?;
+            }
+        }
+        Ok(false)
     }
 }
 
-fn to_call<'a>(domain: &'a str, asks: &'a [Ask]) -> Call<'a> {
+impl Remote {
+    async fn ask(
+        &self,
+        domain: &str,
+        asks: &[Ask],
+        timeout: Duration,
+    ) -> Result<Decision, LimiterError> {
+        let mut request = tonic::Request::new(to_request(domain, asks));
+        request.set_timeout(timeout);
+        let mut client = self.client.clone();
+        let answer = tokio::time::timeout(timeout, client.should_rate_limit(request))
+            .await
+            .map_err(|_| LimiterError::Timeout(timeout))??;
+        from_response(answer.into_inner(), asks.len())
+    }
+}
+
+fn to_call<'a>(domain: &'a str, asks: &'a [Ask], settle: bool) -> Call<'a> {
     Call {
         domain,
         descriptors: asks
@@ -98,6 +184,7 @@ fn to_call<'a>(domain: &'a str, asks: &'a [Ask]) -> Call<'a> {
                 limit_override: None,
                 hits: ask.hits,
                 refund: ask.refund,
+                settle,
             })
             .collect(),
         hits: 0,
@@ -144,7 +231,15 @@ fn from_response(response: RateLimitResponse, asked: usize) -> Result<Decision, 
                 limit_remaining: status.limit_remaining,
                 duration_until_reset: status
                     .duration_until_reset
-                    .and_then(|d| Some(Duration::new(d.seconds.try_into().ok()?, 0))),
+                    .map(
+                        |d| match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
+                            (Ok(secs), Ok(nanos)) if nanos < 1_000_000_000 => {
+                                Ok(Duration::new(secs, nanos))
+                            }
+                            _ => Err(LimiterError::Garbage("a negative duration_until_reset")),
+                        },
+                    )
+                    .transpose()?,
             })
         })
         .collect::<Result<_, LimiterError>>()?;

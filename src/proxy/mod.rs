@@ -31,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use ring::hmac;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::{ProxyConfig, load_proxy_config, parse_proxy_config};
 pub use limiter::{Limiter, Remote};
@@ -40,7 +41,7 @@ use config::{OnLimiterError, Vars};
 use cors::Origin;
 use forward::{Reading, Upstream};
 use identity::IdentityPolicy;
-use limiter::Ask;
+use limiter::{Ask, LimiterError};
 use reply::{ApiError, Feedback};
 use route::{PathError, Route, normalise_path};
 use settle::Reservation;
@@ -65,6 +66,7 @@ pub struct Proxy {
     upstream: Upstream,
     identity: IdentityPolicy,
     streams: StreamSlots,
+    settlements: TaskTracker,
     /// Keys the hashes sent upstream (safety identifiers, install tokens): derived from the API
     /// key, so they are stable across restarts and nobody without the key can reverse them.
     hasher: hmac::Key,
@@ -84,7 +86,6 @@ impl Proxy {
         };
         let client = reqwest::Client::builder()
             .connect_timeout(config.upstream_connect_timeout)
-            .read_timeout(config.upstream_idle_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -109,6 +110,7 @@ impl Proxy {
             upstream,
             identity,
             streams: StreamSlots::default(),
+            settlements: TaskTracker::new(),
         })
     }
 
@@ -125,19 +127,35 @@ impl Proxy {
     }
 }
 
-/// Serves the proxy on `listener` until `stop` is cancelled, then lets calls in flight finish.
+/// How long shutdown waits for token settlements still on their way to the service.
+const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the proxy on `listener` until `stop` is cancelled, then lets calls in flight finish
+/// and their token settlements reach the decision service.
 pub async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let settlements = proxy.settlements.clone();
     let app = Router::new().fallback(handle).with_state(proxy);
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stop.cancelled_owned())
-    .await
+    .await;
+    settlements.close();
+    if tokio::time::timeout(SETTLE_GRACE, settlements.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = settlements.len(),
+            "token settlements still pending at exit"
+        );
+    }
+    served
 }
 
 async fn handle(
@@ -182,7 +200,7 @@ async fn call(
             .headers
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        return preflight(proxy, &parts.headers, origin, &on_path);
+        return preflight(proxy, &parts.headers, origin, &path, &on_path);
     }
     if matches!(origin, Origin::Refused) {
         return Err(config::Cors::refused());
@@ -190,7 +208,7 @@ async fn call(
     let Some(route) = on_path.iter().find(|r| r.method == parts.method) else {
         return Err(ApiError::not_found(parts.method.as_str(), &path));
     };
-    let raw = read_body(body, &parts.headers, config.max_body_bytes).await?;
+    let raw = read_body(body, &parts.headers, config).await?;
 
     let address = proxy
         .identity
@@ -202,8 +220,9 @@ async fn call(
     };
     let prepared = body::prepare(route.kind, raw, config, &proxy.hash("client", &client))?;
 
+    // By address: a fresh install token must not buy more streams.
     let slot = match (prepared.stream, config.max_streams_per_client) {
-        (true, max) if max > 0 => Some(proxy.streams.acquire(&client, max).ok_or_else(|| {
+        (true, max) if max > 0 => Some(proxy.streams.acquire(&address, max).ok_or_else(|| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "requests",
@@ -254,6 +273,13 @@ async fn call(
 
     let decision = match proxy.limiter.decide(&config.domain, &asks).await {
         Ok(decision) => Some(decision),
+        Err(LimiterError::Status(status)) if status.code() == tonic::Code::InvalidArgument => {
+            // The call itself is what the service refuses: no outage, and no way around it.
+            return Err(ApiError::invalid(format!(
+                "The rate limiter refused this call: {}",
+                status.message()
+            )));
+        }
         Err(e) if config.on_limiter_error == OnLimiterError::Allow => {
             tracing::warn!(error = %e, "rate-limit service failed; allowing (on_limiter_error: allow)");
             None
@@ -281,6 +307,7 @@ async fn call(
     let reservation = (decision.is_some() && !token_entries.is_empty()).then(|| {
         Reservation::new(
             proxy.limiter.clone(),
+            proxy.settlements.clone(),
             config.domain.clone(),
             token_entries,
             reserved,
@@ -294,7 +321,11 @@ async fn call(
         reservation,
         slot,
     };
-    let url = proxy.upstream.url(&path, parts.uri.query());
+    // A query means something only to reads; a POST's parameters are in its body.
+    let query = (route.method == Method::GET)
+        .then(|| parts.uri.query())
+        .flatten();
+    let url = proxy.upstream.url(&path, query);
     let (status, mut headers, body) = proxy
         .upstream
         .forward(
@@ -320,13 +351,14 @@ fn preflight(
     proxy: &Proxy,
     headers: &HeaderMap,
     origin: &Origin,
+    path: &str,
     on_path: &[&Route],
 ) -> Result<Response, ApiError> {
     let Origin::Allowed(origin) = origin else {
         return Err(config::Cors::refused());
     };
     if on_path.is_empty() {
-        return Err(ApiError::not_found("OPTIONS", "this path"));
+        return Err(ApiError::not_found("OPTIONS", path));
     }
     let methods: Vec<&str> = on_path.iter().map(|r| r.method.as_str()).collect();
     let token = proxy
@@ -340,7 +372,13 @@ fn preflight(
         .preflight(origin, &methods.join(", "), headers, token))
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<bytes::Bytes, ApiError> {
+/// The body, at most `max_body_bytes` (413), arriving within `body_timeout_ms` (408).
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    config: &ProxyConfig,
+) -> Result<bytes::Bytes, ApiError> {
+    let max = config.max_body_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -356,9 +394,31 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<bytes:
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())
+    let read = tokio::time::timeout(config.body_timeout, axum::body::to_bytes(body, max)).await;
+    match read {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::invalid(format!(
+            "The request body could not be read: {e}."
+        ))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "The request body did not arrive in time.",
+        )
+        .code("request_timeout")),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The per-install token, when one is configured and sent.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::Unit;
-use crate::engine::{Code, Decision, DescriptorStatus};
+use crate::engine::{Code, Decision, DescriptorStatus, ReportedLimit};
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -135,9 +135,9 @@ impl Feedback<'_> {
                     ("requests", requests - 1)
                 };
                 let name = match &status.current_limit {
-                    Some(limit) if limit.name.is_some() => {
-                        limit.name.as_deref().unwrap_or_default().to_owned()
-                    }
+                    Some(ReportedLimit {
+                        name: Some(name), ..
+                    }) => name.to_string(),
                     Some(limit) => format!("{kind}-{index}-per-{}", limit.unit.as_str()),
                     None => String::new(),
                 };

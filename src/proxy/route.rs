@@ -29,6 +29,16 @@ pub enum RouteKind {
     Other,
 }
 
+impl RouteKind {
+    /// Whether a call of this kind has a token cost the proxy can bound and read back.
+    pub fn has_token_cost(self) -> bool {
+        matches!(
+            self,
+            RouteKind::Chat | RouteKind::Responses | RouteKind::Embeddings
+        )
+    }
+}
+
 /// The method OpenAI serves each well-known path with, for routes written without one.
 const KNOWN_METHODS: &[(&str, &str)] = &[
     ("/v1/chat/completions", "POST"),
@@ -115,7 +125,9 @@ impl Route {
 pub enum PathError {
     #[error("the path climbs above the root")]
     AboveRoot,
-    #[error("the path has an escaped '/', '\\' or control character, or a broken escape")]
+    #[error(
+        "the path has a '\\', a control or non-ASCII character, an escaped '/', or a broken escape"
+    )]
     BadEscape,
 }
 
@@ -156,10 +168,10 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
                 out.push_str(&raw[i..i + 3]);
             }
             i += 3;
-        } else if c == b'\\' || c.is_ascii_control() {
+        } else if c == b'\\' || c.is_ascii_control() || !c.is_ascii() {
             return Err(PathError::BadEscape);
         } else {
-            // `raw` is a URI path: ASCII only, so one byte is one character.
+            // Only ASCII gets here, so one byte is one character.
             out.push(c as char);
             i += 1;
         }
@@ -197,6 +209,7 @@ mod tests {
             "/v1/%zz",
             "/v1/%2",
             "/a%00",
+            "/v1/ch\u{e4}t",
         ] {
             assert_eq!(normalise_path(raw), Err(PathError::BadEscape), "{raw}");
         }

@@ -3,13 +3,16 @@
 //! when its [`Reservation`] is dropped: with the usage seen by then, or kept whole when none
 //! was (a stream cut off before its usage may have cost it all).
 
-use tokio::runtime::Handle;
+use futures_util::FutureExt;
+use tokio_util::task::TaskTracker;
 
-use super::limiter::{Ask, Limiter};
+use super::limiter::{Limiter, LimiterError};
 use super::usage::Usage;
 
 pub struct Reservation {
     limiter: Limiter,
+    /// Settlements over gRPC run as tasks; shutdown waits for them.
+    settlements: TaskTracker,
     domain: String,
     /// The token descriptors' entries, as reserved.
     descriptors: Vec<Vec<(String, String)>>,
@@ -20,12 +23,14 @@ pub struct Reservation {
 impl Reservation {
     pub fn new(
         limiter: Limiter,
+        settlements: TaskTracker,
         domain: String,
         descriptors: Vec<Vec<(String, String)>>,
         reserved: u64,
     ) -> Reservation {
         Reservation {
             limiter,
+            settlements,
             domain,
             descriptors,
             reserved,
@@ -38,27 +43,9 @@ impl Reservation {
         self.usage = Some(usage);
     }
 
-    /// The upstream did no work (it could not be reached, or refused the call): all back.
+    /// The upstream did no billable work (it could not be reached, or answered an error).
     pub fn nothing_used(&mut self) {
         self.usage = Some(Usage::default());
-    }
-
-    fn settlement(&self, used: u64) -> Option<Vec<Ask>> {
-        let (hits, refund) = match used.cmp(&self.reserved) {
-            std::cmp::Ordering::Equal => return None,
-            std::cmp::Ordering::Less => (self.reserved - used, true),
-            std::cmp::Ordering::Greater => (used - self.reserved, false),
-        };
-        Some(
-            self.descriptors
-                .iter()
-                .map(|entries| Ask {
-                    entries: entries.clone(),
-                    hits: Some(hits),
-                    refund,
-                })
-                .collect(),
-        )
     }
 }
 
@@ -67,34 +54,54 @@ impl Drop for Reservation {
         let Some(usage) = self.usage else {
             return;
         };
-        let Some(asks) = self.settlement(usage.total()) else {
-            return;
+        let (limiter, domain) = (self.limiter.clone(), std::mem::take(&mut self.domain));
+        let descriptors = std::mem::take(&mut self.descriptors);
+        let (reserved, used) = (self.reserved, usage.total());
+        let settle = async move {
+            let result = if used < reserved {
+                limiter
+                    .refund(&domain, &descriptors, reserved - used)
+                    .await
+                    .map(|()| true)
+            } else if used > reserved {
+                limiter
+                    .charge_excess(&domain, &descriptors, used - reserved)
+                    .await
+            } else {
+                Ok(true)
+            };
+            report(result, reserved, used);
         };
-        let Ok(runtime) = Handle::try_current() else {
-            tracing::warn!("no runtime to settle a token reservation on; it is kept whole");
-            return;
-        };
-        let limiter = self.limiter.clone();
-        let domain = std::mem::take(&mut self.domain);
-        let reserved = self.reserved;
-        runtime.spawn(async move {
-            match limiter.decide(&domain, &asks).await {
-                Ok(decision) if decision.code == crate::engine::Code::Ok => {
-                    tracing::debug!(reserved, used = usage.total(), "token reservation settled");
-                }
-                Ok(_) => tracing::warn!(
-                    reserved,
-                    used = usage.total(),
-                    "the excess over a token reservation was refused (mark the token limit \
-                     postpaid to always count it)"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    reserved,
-                    used = usage.total(),
-                    "cannot settle a token reservation; it stays as reserved"
-                ),
+        if matches!(self.limiter, Limiter::InProcess(_)) {
+            // The engine decides without awaiting anything: settle here and now.
+            if settle.now_or_never().is_none() {
+                tracing::error!("an in-process settlement did not complete at once");
             }
-        });
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.settlements.spawn_on(settle, &runtime);
+            }
+            Err(_) => tracing::warn!("no runtime to settle a token reservation on; it is kept"),
+        }
+    }
+}
+
+fn report(result: Result<bool, LimiterError>, reserved: u64, used: u64) {
+    match result {
+        Ok(true) => tracing::debug!(reserved, used, "token reservation settled"),
+        Ok(false) => tracing::warn!(
+            reserved,
+            used,
+            "the excess over a token reservation did not fit: the budget was charged up to its \
+             limit only"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            reserved,
+            used,
+            "cannot settle a token reservation; it stays as reserved"
+        ),
     }
 }

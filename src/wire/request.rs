@@ -140,6 +140,7 @@ fn to_descriptor<'a>(
         limit_override,
         hits,
         refund: descriptor.is_negative_hits,
+        settle: false,
     })
 }
 

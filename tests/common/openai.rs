@@ -320,7 +320,7 @@ fn own_429() -> Response {
     let mut response = (
         StatusCode::TOO_MANY_REQUESTS,
         axum::Json(json!({"error": {
-            "message": "You exceeded your current quota, please check your plan and billing details.",
+            "message": "Rate limit reached for gpt-test in organization org-Secret123 on tokens per min (TPM): Limit 30000, Used 29990, Requested 400.",
             "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}})),
     )
         .into_response();

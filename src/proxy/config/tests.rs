@@ -10,6 +10,7 @@ descriptors:
 routes: [/v1/chat/completions, POST /v1/responses, \"GET /v1/models/{model}\"]
 trusted_proxies: [10.0.0.0/8, 192.0.2.1]
 cors: {allowed_origins: [chrome-extension://abcdefghijklmnop]}
+models: [gpt-4o-mini]
 max_output_tokens: 1024
 tokens:
   descriptors:
@@ -118,6 +119,9 @@ fn settings_that_would_leave_a_hole_are_refused() {
 
     let any_origin = GOOD.replace("chrome-extension://abcdefghijklmnop", "\"*\"");
     assert!(errors(&any_origin)[0].contains("any page"));
+
+    let any_model = GOOD.replace("models: [gpt-4o-mini]\n", "");
+    assert!(errors(&any_model)[0].contains("needs a 'models' list"));
 
     let no_descriptors = "upstream: http://127.0.0.1:1\ndomain: d\n";
     assert!(errors(no_descriptors)[0].contains("nothing would be limited"));
