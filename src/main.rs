@@ -16,7 +16,9 @@ use tollgate::clock::SystemClock;
 use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
-use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, load_proxy_config, serve_proxy};
+use tollgate::proxy::{
+    Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config, serve_proxy,
+};
 use tollgate::rls::GrpcOptions;
 use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve};
 use tollgate::wire::RequestBounds;
@@ -289,12 +291,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %grpc.local_addr()?, "gRPC (ShouldRateLimit, health, reflection)");
     tracing::info!(addr = %admin.local_addr()?, "HTTP admin (/healthcheck /json /metrics /rlconfig)");
     let proxy = match proxy {
-        Some((config, api_key)) => {
+        Some((config, secrets)) => {
             let listener = bind_proxy(&config).await?;
             Some(ProxyListener {
                 listener,
                 config,
-                api_key,
+                secrets,
             })
         }
         None => None,
@@ -434,25 +436,18 @@ async fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The proxy's file and its API key, checked before anything is bound.
+/// The proxy's file and its secrets, checked before anything is bound.
 fn load_proxy(
     path: &std::path::Path,
     addr: Option<SocketAddr>,
-) -> anyhow::Result<(ProxyConfig, String)> {
+) -> anyhow::Result<(ProxyConfig, Secrets)> {
     let mut config = load_proxy_config(path)
         .map_err(|errors| anyhow::anyhow!("the proxy config is not valid:\n{errors}"))?;
     if let Some(addr) = addr {
         config.listen = addr;
     }
-    let api_key = std::env::var(&config.api_key_env).unwrap_or_default();
-    if api_key.trim().is_empty() {
-        anyhow::bail!(
-            "${} is not set: the proxy needs the upstream API key (api_key_env in {})",
-            config.api_key_env,
-            path.display()
-        );
-    }
-    Ok((config, api_key))
+    let secrets = Secrets::from_env(&config).with_context(|| path.display().to_string())?;
+    Ok((config, secrets))
 }
 
 async fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<TcpListener> {
@@ -469,12 +464,12 @@ async fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<TcpListener> {
 }
 
 async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let (config, api_key) = load_proxy(&args.proxy_config, args.proxy_addr)?;
+    let (config, secrets) = load_proxy(&args.proxy_config, args.proxy_addr)?;
     let remote = Remote::new(&args.rls_addr, config.limiter_timeout)
         .with_context(|| format!("--rls-addr {}", args.rls_addr))?;
     let listener = bind_proxy(&config).await?;
     tracing::info!(rls = %args.rls_addr, "asking this rate-limit service");
-    let proxy = Proxy::new(config, &api_key, Limiter::Remote(remote))?;
+    let proxy = Proxy::new(config, &secrets, Limiter::Remote(remote))?;
     let stop = tokio_util::sync::CancellationToken::new();
     let serving = tokio::spawn(serve_proxy(
         listener,

@@ -19,7 +19,7 @@ use crate::admin::{AdminOptions, Readiness, serve_admin};
 use crate::clock::SharedClock;
 use crate::config::RateLimitConfig;
 use crate::engine::{Engine, EngineOptions};
-use crate::proxy::{Limiter, Proxy, ProxyConfig, ProxyError, serve_proxy};
+use crate::proxy::{Limiter, Proxy, ProxyConfig, ProxyError, Secrets, serve_proxy};
 use crate::rls::{GrpcError, GrpcOptions, serve_grpc, set_health};
 
 #[derive(Clone, Debug)]
@@ -57,7 +57,7 @@ pub struct Listeners {
 pub struct ProxyListener {
     pub listener: TcpListener,
     pub config: ProxyConfig,
-    pub api_key: String,
+    pub secrets: Secrets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +125,11 @@ pub async fn serve(
     if let Some(ProxyListener {
         listener,
         config,
-        api_key,
+        secrets,
     }) = listeners.proxy
     {
         let limiter = Limiter::InProcess(engine.clone());
-        let proxy = Arc::new(Proxy::new(config, &api_key, limiter)?);
+        let proxy = Arc::new(Proxy::new(config, &secrets, limiter)?);
         let stop = stop.clone();
         tasks.spawn(async move {
             serve_proxy(listener, proxy, stop)

@@ -403,7 +403,7 @@ async fn a_limiter_that_cannot_be_reached_denies_with_503_and_calls_nothing() {
         let remote = tollgate::proxy::Remote::new(&dead, config.limiter_timeout).unwrap();
         let proxy = tollgate::proxy::Proxy::new(
             config,
-            SERVER_KEY,
+            &common::proxy::secrets(),
             tollgate::proxy::Limiter::Remote(remote),
         )
         .unwrap();
@@ -788,7 +788,7 @@ async fn in_process_the_proxy_refuses_a_domain_that_is_not_loaded() {
     let proxy = tollgate::server::ProxyListener {
         listener,
         config,
-        api_key: SERVER_KEY.into(),
+        secrets: common::proxy::secrets(),
     };
     let server = common::TestServer::start_full(LIMITS, Default::default(), Some(proxy)).await;
     let error = server.stop().await.unwrap_err();
@@ -1169,7 +1169,7 @@ async fn a_limiter_that_stalls_or_answers_nonsense_is_failed_closed_on() {
         let remote = tollgate::proxy::Remote::new(&limiter, config.limiter_timeout).unwrap();
         let proxy = tollgate::proxy::Proxy::new(
             config,
-            SERVER_KEY,
+            &common::proxy::secrets(),
             tollgate::proxy::Limiter::Remote(remote),
         )
         .unwrap();

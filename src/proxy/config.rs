@@ -20,11 +20,13 @@ const TOP_KEYS: &[&str] = &[
     "enabled",
     "upstream",
     "api_key_env",
+    "hash_key_env",
     "organization",
     "project",
     "domain",
     "descriptors",
     "routes",
+    "allow_account_routes",
     "trusted_proxies",
     "client_header",
     "client_token_header",
@@ -61,6 +63,9 @@ pub struct ProxyConfig {
     pub upstream: Url,
     /// The environment variable holding the upstream API key.
     pub api_key_env: String,
+    /// The environment variable holding the key of the hashes sent upstream and used in
+    /// `{client}`; without it, the API key (rotating that then starts every install afresh).
+    pub hash_key_env: Option<String>,
     /// Sent upstream as `OpenAI-Organization` / `OpenAI-Project`, in place of the client's.
     pub organization: Option<String>,
     pub project: Option<String>,
@@ -307,6 +312,7 @@ impl Reader<'_, '_> {
             api_key_env: self
                 .optional_text(&f, "api_key_env")
                 .unwrap_or_else(|| "OPENAI_API_KEY".to_owned()),
+            hash_key_env: self.optional_text(&f, "hash_key_env"),
             organization: self.optional_text(&f, "organization"),
             project: self.optional_text(&f, "project"),
             domain: domain?.0,
@@ -342,6 +348,17 @@ impl Reader<'_, '_> {
 
     /// What no single key can check alone.
     fn cross_checks(&mut self, f: &Fields<'_, '_>, top: &MarkedYaml<'_>, config: &ProxyConfig) {
+        if !self.flag_or(f, "allow_account_routes", false) {
+            let node = f.get("routes").unwrap_or(top);
+            for route in config.routes.iter().filter(|r| r.reads_the_account()) {
+                let message = format!(
+                    "route '{} {}' reads or changes what the whole account holds (stored \
+                     completions, responses, files); set 'allow_account_routes: true' to serve it",
+                    route.method, route.pattern
+                );
+                self.error(node, message);
+            }
+        }
         if config.ipv6_prefix > 128 {
             let node = f.get("ipv6_prefix").unwrap_or(top);
             self.error(node, "'ipv6_prefix' must be from 0 to 128");

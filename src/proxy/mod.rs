@@ -50,8 +50,35 @@ use streams::StreamSlots;
 /// The longest install token accepted; longer is a client error, not a new identity.
 const MAX_TOKEN_BYTES: usize = 256;
 
+/// What the proxy holds that nobody else may: read from the environment, never from its file.
+#[derive(Clone)]
+pub struct Secrets {
+    pub api_key: String,
+    /// Keys the hashes of clients (`{client}` with install tokens, `safety_identifier`);
+    /// `None` uses the API key.
+    pub hash_key: Option<String>,
+}
+
+impl Secrets {
+    /// The variables `config` names; an unset or empty one is an error naming it.
+    pub fn from_env(config: &ProxyConfig) -> Result<Secrets, ProxyError> {
+        let read = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+                .ok_or_else(|| ProxyError::MissingSecret(name.to_owned()))
+        };
+        Ok(Secrets {
+            api_key: read(&config.api_key_env)?,
+            hash_key: config.hash_key_env.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("${0} is not set: the proxy needs it (named in its config)")]
+    MissingSecret(String),
     #[error("the API key in ${0} is not a valid header value")]
     BadKey(String),
     #[error("'{0}' is not a valid header value")]
@@ -73,7 +100,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: ProxyConfig, api_key: &str, limiter: Limiter) -> Result<Proxy, ProxyError> {
+    pub fn new(
+        config: ProxyConfig,
+        secrets: &Secrets,
+        limiter: Limiter,
+    ) -> Result<Proxy, ProxyError> {
+        let api_key = secrets.api_key.as_str();
         let mut bearer = HeaderValue::try_from(format!("Bearer {api_key}"))
             .map_err(|_| ProxyError::BadKey(config.api_key_env.clone()))?;
         bearer.set_sensitive(true);
@@ -104,7 +136,10 @@ impl Proxy {
             ipv6_prefix: config.ipv6_prefix,
         };
         Ok(Proxy {
-            hasher: hmac::Key::new(hmac::HMAC_SHA256, api_key.as_bytes()),
+            hasher: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                secrets.hash_key.as_deref().unwrap_or(api_key).as_bytes(),
+            ),
             config,
             limiter,
             upstream,

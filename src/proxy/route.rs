@@ -106,6 +106,29 @@ impl Route {
         })
     }
 
+    /// Reads or changes what the account holds rather than asking a model: any GET or DELETE
+    /// but the model list, and anything under files, batches, uploads, vector stores,
+    /// assistants, threads, fine-tuning, organization or projects.
+    pub fn reads_the_account(&self) -> bool {
+        const ACCOUNT: &[&str] = &[
+            "/v1/files",
+            "/v1/batches",
+            "/v1/uploads",
+            "/v1/vector_stores",
+            "/v1/assistants",
+            "/v1/threads",
+            "/v1/fine_tuning",
+            "/v1/organization",
+            "/v1/projects",
+            "/v1/conversations",
+        ];
+        let under = |prefix: &str| {
+            self.pattern == prefix || self.pattern.starts_with(&format!("{prefix}/"))
+        };
+        let models = self.method == Method::GET && under("/v1/models");
+        (self.method != Method::POST && !models) || ACCOUNT.iter().any(|p| under(p))
+    }
+
     /// Whether a normalised path matches this route's pattern, whatever the method.
     pub fn matches_path(&self, path: &str) -> bool {
         let mut given = path.split('/').skip(1);

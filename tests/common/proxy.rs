@@ -6,13 +6,22 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, parse_proxy_config, serve_proxy};
+use tollgate::proxy::{
+    Limiter, Proxy, ProxyConfig, Remote, Secrets, parse_proxy_config, serve_proxy,
+};
 use tollgate::server::{ProxyListener, ServeOptions};
 
 use super::TestServer;
 use super::openai::FakeOpenAi;
 
 pub const SERVER_KEY: &str = "sk-server-secret-key";
+
+pub fn secrets() -> Secrets {
+    Secrets {
+        api_key: SERVER_KEY.to_owned(),
+        hash_key: None,
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -62,14 +71,14 @@ impl ProxyUnderTest {
                 let proxy = ProxyListener {
                     listener,
                     config,
-                    api_key: SERVER_KEY.to_owned(),
+                    secrets: secrets(),
                 };
                 TestServer::start_full(limits_yaml, ServeOptions::default(), Some(proxy)).await
             }
             Mode::Remote => {
                 let server = TestServer::start(limits_yaml).await;
                 let remote = Remote::new(&server.grpc_url(), config.limiter_timeout).unwrap();
-                let proxy = Proxy::new(config, SERVER_KEY, Limiter::Remote(remote)).unwrap();
+                let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
                 tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
                 server
             }
