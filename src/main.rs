@@ -71,6 +71,9 @@ struct ProxyArgs {
     /// Where to listen; overrides `listen:` in the file.
     #[arg(long, env = "TOLLGATE_PROXY_ADDR")]
     proxy_addr: Option<SocketAddr>,
+    /// How long calls in flight (streams too) may go on after SIGTERM/SIGINT.
+    #[arg(long, env = "TOLLGATE_DRAIN_GRACE_SECS", default_value_t = 10)]
+    drain_grace_secs: u64,
 }
 
 #[derive(Args)]
@@ -478,6 +481,13 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     ));
     shutdown_signal().await;
     stop.cancel();
-    serving.await??;
+    let grace = Duration::from_secs(args.drain_grace_secs);
+    match tokio::time::timeout(grace, serving).await {
+        Ok(served) => served??,
+        Err(_) => tracing::warn!(
+            ?grace,
+            "drain grace period ended with calls still in flight"
+        ),
+    }
     Ok(())
 }

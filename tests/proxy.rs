@@ -1051,11 +1051,30 @@ async fn hosted_tools_stored_context_and_priority_tiers_are_not_the_clients_to_u
             json!({"model": "m", "input": "hi", "conversation": "conv_1"}),
             "conversation",
         ),
+        (
+            json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}),
+            "input",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [
+                {"type": "input_image", "file_id": "file-1"}]}]}),
+            "input",
+        ),
     ] {
         let response = proxy.post("/v1/responses", body).send().await.unwrap();
         assert_eq!(response.status(), 400, "{param}");
-        assert_eq!(json_of(response).await["error"]["param"], param);
+        let body = json_of(response).await;
+        if param != "input" {
+            assert_eq!(body["error"]["param"], param);
+        }
     }
+    let search = json!({"model": "m", "messages": [], "web_search_options": {}});
+    let response = proxy
+        .post("/v1/chat/completions", search)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "web_search_options");
     assert_eq!(proxy.upstream.calls(), 0);
     let body = json!({"model": "m", "input": "hi", "service_tier": "priority",
                       "tools": [{"type": "function", "name": "f", "parameters": {}}]});

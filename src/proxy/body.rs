@@ -171,6 +171,11 @@ fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), 
     if config.allow_store {
         return Ok(());
     }
+    if let Some(what) = stored_reference(body) {
+        return Err(ApiError::invalid(format!(
+            "'{what}' refers to something stored at the provider, which this service does not allow."
+        )));
+    }
     for (field, param) in [
         ("previous_response_id", "previous_response_id"),
         ("conversation", "conversation"),
@@ -186,11 +191,42 @@ fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), 
     Ok(())
 }
 
+/// An input item or part that points at something stored at the provider (an earlier item,
+/// an uploaded file) rather than carrying its content.
+fn stored_reference(body: &Map<String, Value>) -> Option<&'static str> {
+    let mut pending: Vec<&Value> = ["messages", "input"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .collect();
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Array(items) => pending.extend(items),
+            Value::Object(fields) => {
+                if fields.get("type").and_then(Value::as_str) == Some("item_reference") {
+                    return Some("item_reference");
+                }
+                if fields.contains_key("file_id") {
+                    return Some("file_id");
+                }
+                pending.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Only the caller's own functions: hosted tools (web search, file search over the account's
 /// stores, code interpreter, ...) are billed per use and can read the account's data.
 fn check_tools(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), ApiError> {
     if config.allow_hosted_tools {
         return Ok(());
+    }
+    if body.get("web_search_options").is_some_and(|v| !v.is_null()) {
+        return Err(
+            ApiError::invalid("Web search is not offered by this service.")
+                .param("web_search_options"),
+        );
     }
     let Some(Value::Array(tools)) = body.get("tools") else {
         return Ok(());

@@ -350,10 +350,11 @@ impl Reader<'_, '_> {
     fn cross_checks(&mut self, f: &Fields<'_, '_>, top: &MarkedYaml<'_>, config: &ProxyConfig) {
         if !self.flag_or(f, "allow_account_routes", false) {
             let node = f.get("routes").unwrap_or(top);
-            for route in config.routes.iter().filter(|r| r.reads_the_account()) {
+            for route in config.routes.iter().filter(|r| !r.is_model_call()) {
                 let message = format!(
-                    "route '{} {}' reads or changes what the whole account holds (stored \
-                     completions, responses, files); set 'allow_account_routes: true' to serve it",
+                    "route '{} {}' is not a model call: it may read or change what the whole \
+                     account holds (stored completions, files, ...) or mint credentials; set \
+                     'allow_account_routes: true' to serve it",
                     route.method, route.pattern
                 );
                 self.error(node, message);
@@ -400,6 +401,19 @@ impl Reader<'_, '_> {
                 let node = f.key_node("tokens").unwrap_or(top);
                 let message = "'tokens' needs 'max_output_tokens': without it a call's worst \
                                case is unbounded";
+                self.error(node, message);
+            }
+            let node = f.get("routes").unwrap_or(top);
+            let unbudgeted = config
+                .routes
+                .iter()
+                .filter(|r| r.method == axum::http::Method::POST && !r.kind.has_token_cost());
+            for route in unbudgeted {
+                let message = format!(
+                    "route 'POST {}' has no token accounting here, so with 'tokens' its cost \
+                     would go uncounted",
+                    route.pattern
+                );
                 self.error(node, message);
             }
             if tokens.bytes_per_token == 0 {

@@ -91,7 +91,8 @@ impl Upstream {
     }
 
     /// Sends the call and returns the answer to stream back. An upstream that cannot be reached
-    /// or does not answer in time is a 502/504 in OpenAI's shape, with the tokens given back.
+    /// is a 502 in OpenAI's shape (the tokens given back), one that does not answer in time a
+    /// 504 (the tokens kept: it may be working on the call, and bill it).
     pub async fn forward(
         &self,
         method: Method,
@@ -149,7 +150,7 @@ impl Upstream {
             if let Some(reservation) = &mut reading.reservation {
                 reservation.nothing_used();
             }
-            let body = redacted_error(response).await;
+            let body = redacted_error(response, self.idle_timeout).await;
             headers.remove(header::CONTENT_ENCODING);
             return Ok((status, headers, Body::from(body)));
         }
@@ -318,21 +319,27 @@ impl Relay {
 /// The largest upstream error body read; a bigger one is replaced whole.
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// What an upstream error becomes when its body cannot be read whole or is not JSON.
+const GENERIC_ERROR: &[u8] =
+    br#"{"error":{"message":"The upstream API failed.","type":"server_error","param":null,"code":null}}"#;
+
 /// An upstream error's body with what identifies the account taken out of its message: OpenAI's
-/// own 429s name the organization and its limits, its 401s a masked key. Status, `type` and
-/// `code` stay as they were.
-async fn redacted_error(mut response: reqwest::Response) -> Bytes {
+/// own 429s name the organization and its limits, its 401s a masked key, its 403s the project.
+/// Status, `type` and `code` stay as they were; a body that cannot be read whole, in time, or
+/// as JSON is replaced by a generic one rather than passed on unread.
+async fn redacted_error(mut response: reqwest::Response, idle: Duration) -> Bytes {
     let mut body = BytesMut::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        if body.len() + chunk.len() > MAX_ERROR_BODY {
-            return Bytes::from_static(
-                br#"{"error":{"message":"The upstream API failed.","type":"server_error","param":null,"code":null}}"#,
-            );
+    loop {
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(Ok(Some(chunk))) if body.len() + chunk.len() <= MAX_ERROR_BODY => {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => break,
+            _ => return Bytes::from_static(GENERIC_ERROR),
         }
-        body.extend_from_slice(&chunk);
     }
     let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return body.freeze();
+        return Bytes::from_static(GENERIC_ERROR);
     };
     if let Some(message) = json.pointer_mut("/error/message")
         && let Some(text) = message.as_str()
@@ -342,28 +349,46 @@ async fn redacted_error(mut response: reqwest::Response) -> Bytes {
     Bytes::from(json.to_string())
 }
 
-/// Replaces organization and project ids, keys, and the figures of an account's limits.
+/// Replaces organization, project and user ids and keys (wherever they stand: quoted, in
+/// backticks, mid-sentence) and the figures that follow "Limit", "Used" and "Requested".
 fn redact(message: &str) -> String {
+    const IDS: &[&str] = &["org-", "proj_", "sk-", "user-"];
+    const FIGURES: &[&str] = &["Limit ", "Used ", "Requested ", "limit "];
+    let is_id_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*');
     let mut out = String::with_capacity(message.len());
-    let mut after_figure_word = false;
-    for word in message.split_inclusive(' ') {
-        let bare = word.trim_end_matches([' ', ',', '.', ':', ';', ')']);
-        let rest = &word[bare.len()..];
-        let secret = ["org-", "proj_", "sk-", "user-"]
-            .iter()
-            .find(|prefix| bare.starts_with(**prefix));
-        if let Some(prefix) = secret {
-            out.push_str(prefix);
-            out.push_str("[redacted]");
-            out.push_str(rest);
-        } else if after_figure_word && bare.chars().all(|c| c.is_ascii_digit()) && !bare.is_empty()
-        {
-            out.push_str("[redacted]");
-            out.push_str(rest);
-        } else {
-            out.push_str(word);
+    let mut rest = message;
+    'scan: while let Some(c) = rest.chars().next() {
+        let at_word_start = !out.chars().next_back().is_some_and(is_id_char);
+        if at_word_start {
+            for prefix in IDS {
+                if let Some(tail) = rest.strip_prefix(prefix) {
+                    let len = tail.find(|c: char| !is_id_char(c)).unwrap_or(tail.len());
+                    // An id has a digit or a mask in it; "user-provided" is a word.
+                    if tail[..len].contains(|c: char| c.is_ascii_digit() || c == '*') {
+                        out.push_str(prefix);
+                        out.push_str("[redacted]");
+                        rest = &tail[len..];
+                        continue 'scan;
+                    }
+                }
+            }
+            for word in FIGURES {
+                if let Some(tail) = rest.strip_prefix(word) {
+                    let len = tail
+                        .find(|c: char| !(c.is_ascii_digit() || c == ',' || c == '.'))
+                        .unwrap_or(tail.len());
+                    let figure = tail[..len].trim_end_matches([',', '.']);
+                    if !figure.is_empty() {
+                        out.push_str(word);
+                        out.push_str("[redacted]");
+                        rest = &tail[figure.len()..];
+                        continue 'scan;
+                    }
+                }
+            }
         }
-        after_figure_word = matches!(bare, "Limit" | "Used" | "Requested" | "limit");
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
     out
 }

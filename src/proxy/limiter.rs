@@ -131,9 +131,10 @@ impl Limiter {
             .map(|entries| Ask::charge(entries.clone(), Some(hits)))
             .collect();
         let remote = match self {
+            // Refused only when the key table is full and a limit fails closed.
             Limiter::InProcess(engine) => {
-                engine.should_rate_limit(&to_call(domain, &asks, true))?;
-                return Ok(true);
+                let decision = engine.should_rate_limit(&to_call(domain, &asks, true))?;
+                return Ok(decision.code == Code::Ok);
             }
             Limiter::Remote(remote) => remote,
         };
@@ -146,7 +147,9 @@ impl Limiter {
             let left = left.statuses.first().map_or(0, |s| s.limit_remaining);
             if left > 0 {
                 let rest = [Ask::charge(entries.clone(), Some(u64::from(left)))];
-                remote.ask(domain, &rest, SETTLE_TIMEOUT).await?;
+                if remote.ask(domain, &rest, SETTLE_TIMEOUT).await?.code != Code::Ok {
+                    tracing::warn!("the rest of a token budget could not be charged either");
+                }
             }
         }
         Ok(false)

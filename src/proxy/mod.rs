@@ -327,6 +327,15 @@ async fn call(
             ));
         }
     };
+    // The reservation's first window to end bounds when a refund may still be given.
+    let refund_until = decision
+        .iter()
+        .flat_map(|d| d.statuses.iter().skip(requests))
+        .filter_map(|status| status.duration_until_reset)
+        .min()
+        .map_or_else(std::time::Instant::now, |reset| {
+            std::time::Instant::now() + reset
+        });
     let mut feedback = HeaderMap::new();
     if let Some(decision) = &decision {
         let feedback_of = Feedback {
@@ -346,6 +355,7 @@ async fn call(
             config.domain.clone(),
             token_entries,
             reserved,
+            refund_until,
         )
     });
     let reading = Reading {

@@ -106,27 +106,31 @@ impl Route {
         })
     }
 
-    /// Reads or changes what the account holds rather than asking a model: any GET or DELETE
-    /// but the model list, and anything under files, batches, uploads, vector stores,
-    /// assistants, threads, fine-tuning, organization or projects.
-    pub fn reads_the_account(&self) -> bool {
-        const ACCOUNT: &[&str] = &[
-            "/v1/files",
-            "/v1/batches",
-            "/v1/uploads",
-            "/v1/vector_stores",
-            "/v1/assistants",
-            "/v1/threads",
-            "/v1/fine_tuning",
-            "/v1/organization",
-            "/v1/projects",
-            "/v1/conversations",
+    /// Whether this route only asks a model (or lists the models): the calls a proxy exists
+    /// for. Anything else reads or changes what the whole account holds (stored completions,
+    /// files, vector stores, ...) or mints credentials that escape the proxy (realtime
+    /// sessions), and a pattern with a `{…}` segment may match any of those.
+    pub fn is_model_call(&self) -> bool {
+        const MODEL_CALLS: &[(&str, &str)] = &[
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/responses"),
+            ("POST", "/v1/embeddings"),
+            ("POST", "/v1/completions"),
+            ("POST", "/v1/moderations"),
+            ("POST", "/v1/images/generations"),
+            ("POST", "/v1/audio/speech"),
+            ("POST", "/v1/audio/transcriptions"),
+            ("POST", "/v1/audio/translations"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/models/{model}"),
         ];
-        let under = |prefix: &str| {
-            self.pattern == prefix || self.pattern.starts_with(&format!("{prefix}/"))
-        };
-        let models = self.method == Method::GET && under("/v1/models");
-        (self.method != Method::POST && !models) || ACCOUNT.iter().any(|p| under(p))
+        let any = self.segments.iter().filter(|s| **s == Segment::Any).count();
+        let lists_one_model =
+            self.pattern.starts_with("/v1/models/{") && any == 1 && self.segments.len() == 3;
+        MODEL_CALLS.iter().any(|(method, pattern)| {
+            self.method.as_str() == *method
+                && (self.pattern == *pattern || (*method == "GET" && lists_one_model))
+        })
     }
 
     /// Whether a normalised path matches this route's pattern, whatever the method.

@@ -3,6 +3,8 @@
 //! when its [`Reservation`] is dropped: with the usage seen by then, or kept whole when none
 //! was (a stream cut off before its usage may have cost it all).
 
+use std::time::Instant;
+
 use futures_util::FutureExt;
 use tokio_util::task::TaskTracker;
 
@@ -17,6 +19,9 @@ pub struct Reservation {
     /// The token descriptors' entries, as reserved.
     descriptors: Vec<Vec<(String, String)>>,
     reserved: u64,
+    /// When the first of the reservation's windows ends: a refund after it would come out of
+    /// the next window, which other calls are charged in, so none is given then.
+    refund_until: Instant,
     usage: Option<Usage>,
 }
 
@@ -27,6 +32,7 @@ impl Reservation {
         domain: String,
         descriptors: Vec<Vec<(String, String)>>,
         reserved: u64,
+        refund_until: Instant,
     ) -> Reservation {
         Reservation {
             limiter,
@@ -34,6 +40,7 @@ impl Reservation {
             domain,
             descriptors,
             reserved,
+            refund_until,
             usage: None,
         }
     }
@@ -57,6 +64,14 @@ impl Drop for Reservation {
         let (limiter, domain) = (self.limiter.clone(), std::mem::take(&mut self.domain));
         let descriptors = std::mem::take(&mut self.descriptors);
         let (reserved, used) = (self.reserved, usage.total());
+        if used < reserved && Instant::now() >= self.refund_until {
+            tracing::debug!(
+                reserved,
+                used,
+                "a token window ended before the refund: none given"
+            );
+            return;
+        }
         let settle = async move {
             let result = if used < reserved {
                 limiter
@@ -103,5 +118,64 @@ fn report(result: Result<bool, LimiterError>, reserved: u64, used: u64) {
             used,
             "cannot settle a token reservation; it stays as reserved"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{LoadOptions, load::load_sources};
+    use crate::engine::{Engine, EngineOptions};
+    use crate::proxy::limiter::Ask;
+
+    const RULES: &str = "domain: d\ndescriptors:\n  - key: tokens\n    rate_limit: {unit: day, requests_per_unit: 1000}\n";
+
+    async fn left(limiter: &Limiter) -> u32 {
+        let probe = [Ask::charge(vec![("tokens".into(), "c".into())], Some(0))];
+        let decision = limiter.decide("d", &probe).await.unwrap();
+        decision.statuses[0].limit_remaining
+    }
+
+    /// Reserves 300 tokens, then drops a reservation that used 100 of them.
+    async fn settle_after(refund_until: Instant) -> u32 {
+        let sources = [("t.yaml".to_owned(), RULES.to_owned())];
+        let config = load_sources(&sources, &LoadOptions::default()).unwrap();
+        let clock = ManualClock::new(Duration::from_secs(86_400 * 20_000));
+        let engine = Engine::new(config, clock, EngineOptions::default());
+        let limiter = Limiter::InProcess(Arc::new(engine));
+        let entries = vec![("tokens".to_owned(), "c".to_owned())];
+        let reserve = [Ask::charge(entries.clone(), Some(300))];
+        limiter.decide("d", &reserve).await.unwrap();
+        let tracker = TaskTracker::new();
+        let mut reservation = Reservation::new(
+            limiter.clone(),
+            tracker,
+            "d".into(),
+            vec![entries],
+            300,
+            refund_until,
+        );
+        reservation.used(Usage {
+            input_tokens: 60,
+            output_tokens: 40,
+        });
+        drop(reservation);
+        left(&limiter).await
+    }
+
+    #[tokio::test]
+    async fn the_unused_part_comes_back_while_its_window_lasts() {
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(settle_after(later).await, 900);
+    }
+
+    #[tokio::test]
+    async fn no_refund_once_the_reservations_window_has_ended() {
+        let earlier = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+        assert_eq!(settle_after(earlier).await, 700);
     }
 }

@@ -146,18 +146,22 @@ fn routes_that_read_the_whole_account_must_be_asked_for() {
     let listing = GOOD.replace("POST /v1/responses", "GET /v1/chat/completions");
     let found = errors(&listing);
     assert!(
-        found[0]
-            .contains("'GET /v1/chat/completions' reads or changes what the whole account holds"),
+        found[0].contains("'GET /v1/chat/completions' is not a model call"),
         "{found:#?}"
     );
     for route in [
         "\"GET /v1/responses/{id}\"",
         "POST /v1/files",
         "\"DELETE /v1/models/{model}\"",
+        "\"POST /v1/{kind}\"",
+        "POST /v1/realtime/sessions",
+        "\"POST /v1/responses/{id}/cancel\"",
     ] {
         let text = GOOD.replace("POST /v1/responses", route);
         assert!(errors(&text)[0].contains("allow_account_routes"), "{route}");
     }
     let allowed = listing + "allow_account_routes: true\n";
     assert!(parse_proxy_config("proxy.yaml", &allowed).is_ok());
+    let moderation = GOOD.replace("POST /v1/responses", "POST /v1/moderations");
+    assert!(errors(&moderation)[0].contains("no token accounting"));
 }
