@@ -1254,3 +1254,54 @@ async fn in_process_an_excess_is_counted_whole_and_is_no_call_of_the_global_cap(
     assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
     assert_eq!(proxy.chat().send().await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_through_rustls() {
+    let (upstream, ca) = common::openai::FakeOpenAi::start_tls().await;
+    let ca_file = std::env::temp_dir().join(format!("tollgate-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca).unwrap();
+    let https = format!("https://localhost:{}", upstream.addr.port());
+    for (trusted, want) in [(true, 200), (false, 502)] {
+        let mut yaml = PROXY.replace("\"{upstream}\"", &format!("\"{https}\""));
+        if trusted {
+            yaml.push_str(&format!("upstream_ca_file: \"{}\"\n", ca_file.display()));
+        }
+        let config = common::proxy::proxy_config(&yaml, &upstream);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        );
+        let server = common::TestServer::start(LIMITS).await;
+        let remote =
+            tollgate::proxy::Remote::new(&server.grpc_url(), Duration::from_secs(5)).unwrap();
+        let proxy = tollgate::proxy::Proxy::new(
+            config,
+            &common::proxy::secrets(),
+            tollgate::proxy::Limiter::Remote(remote),
+        )
+        .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(tollgate::proxy::serve_proxy(
+            listener,
+            proxy.into(),
+            stop.clone(),
+        ));
+        let body = json!({"model": "m", "messages": []}).to_string();
+        let response = reqwest::Client::new()
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), want, "trusting the local CA: {trusted}");
+        stop.cancel();
+    }
+    // Only the call made with the CA trusted got through; the other failed its handshake.
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {SERVER_KEY}")
+    );
+    let _ = std::fs::remove_file(ca_file);
+}

@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "listen",
     "enabled",
     "upstream",
+    "upstream_ca_file",
     "api_key_env",
     "hash_key_env",
     "organization",
@@ -61,6 +62,9 @@ pub struct ProxyConfig {
     pub enabled: bool,
     /// The upstream base URL; a route's path is appended to it.
     pub upstream: Url,
+    /// Roots trusted for an HTTPS upstream besides the bundled Mozilla ones (a private CA, a
+    /// TLS-inspecting egress proxy).
+    pub upstream_roots: Vec<reqwest::Certificate>,
     /// The environment variable holding the upstream API key.
     pub api_key_env: String,
     /// The environment variable holding the key of the hashes sent upstream and used in
@@ -309,6 +313,7 @@ impl Reader<'_, '_> {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
             enabled: self.flag_or(&f, "enabled", true),
             upstream: upstream?,
+            upstream_roots: self.ca_file(&f),
             api_key_env: self
                 .optional_text(&f, "api_key_env")
                 .unwrap_or_else(|| "OPENAI_API_KEY".to_owned()),
@@ -450,6 +455,32 @@ impl Reader<'_, '_> {
             Err(e) => {
                 self.error(node, format!("'upstream' is not a URL ({e}): '{text}'"));
                 None
+            }
+        }
+    }
+
+    /// The certificates of a PEM file, read now so a bad file is an error at its line here.
+    fn ca_file(&mut self, f: &Fields<'_, '_>) -> Vec<reqwest::Certificate> {
+        let Some(path) = self.optional_text(f, "upstream_ca_file") else {
+            return Vec::new();
+        };
+        let Some(node) = f.get("upstream_ca_file") else {
+            return Vec::new();
+        };
+        let read = std::fs::read(&path).map_err(|e| format!("cannot read '{path}': {e}"));
+        let parsed = read.and_then(|pem| {
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("'{path}' is not a PEM certificate bundle: {e}"))
+        });
+        match parsed {
+            Ok(roots) if !roots.is_empty() => roots,
+            Ok(_) => {
+                self.error(node, format!("'{path}' holds no certificate"));
+                Vec::new()
+            }
+            Err(message) => {
+                self.error(node, message);
+                Vec::new()
             }
         }
     }

@@ -116,7 +116,11 @@ impl Proxy {
                 .transpose()
                 .map_err(|_| ProxyError::BadHeader(what))
         };
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        for root in &config.upstream_roots {
+            client = client.add_root_certificate(root.clone());
+        }
+        let client = client
             .connect_timeout(config.upstream_connect_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())

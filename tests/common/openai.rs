@@ -65,6 +65,31 @@ struct Shared {
 impl FakeOpenAi {
     pub async fn start() -> FakeOpenAi {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeOpenAi::serve(listener).await
+    }
+
+    /// The same over HTTPS, with a certificate for `localhost` made on the spot; returns it
+    /// too (as PEM), for the client to trust.
+    pub async fn start_tls() -> (FakeOpenAi, String) {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key =
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let listener = TlsListener {
+            tcp: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        (FakeOpenAi::serve(listener).await, cert.pem())
+    }
+
+    async fn serve<L>(listener: L) -> FakeOpenAi
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Shared {
             behaviour: Mutex::new(Behaviour::Normal {
@@ -337,4 +362,30 @@ fn error(status: StatusCode, code: &str) -> Response {
         ),
     )
         .into_response()
+}
+
+/// TLS over a TCP listener, for axum: a connection whose handshake fails is dropped.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
 }

@@ -165,3 +165,22 @@ fn routes_that_read_the_whole_account_must_be_asked_for() {
     let moderation = GOOD.replace("POST /v1/responses", "POST /v1/moderations");
     assert!(errors(&moderation)[0].contains("no token accounting"));
 }
+
+#[test]
+fn an_upstream_ca_file_must_hold_certificates() {
+    let missing = GOOD.to_owned() + "upstream_ca_file: /nonexistent/ca.pem\n";
+    let found = errors(&missing);
+    assert!(
+        found[0].starts_with("proxy.yaml:15:19: cannot read '/nonexistent/ca.pem'"),
+        "{found:#?}"
+    );
+    let path = std::env::temp_dir().join(format!("tollgate-not-pem-{}.pem", std::process::id()));
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    let empty = GOOD.to_owned() + &format!("upstream_ca_file: {}\n", path.display());
+    assert!(
+        errors(&empty)[0].contains("holds no certificate"),
+        "{:#?}",
+        errors(&empty)
+    );
+    let _ = std::fs::remove_file(path);
+}
