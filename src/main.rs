@@ -232,12 +232,18 @@ fn validate(
     };
     match load_proxy_config(proxy_path) {
         Ok(proxy) if config.domains.contains_key(&proxy.domain) => {
+            let routes: Vec<String> = proxy
+                .routes
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.pattern))
+                .collect();
             println!(
-                "proxy {}: domain {}, {} routes, upstream {}",
+                "proxy {}: domain {}, upstream {}, routes: {} (environment variables are read \
+                 only when it starts)",
                 proxy_path.display(),
                 proxy.domain,
-                proxy.routes.len(),
-                proxy.upstream
+                proxy.upstream,
+                routes.join(", ")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -280,9 +286,15 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("{line}");
     }
     let options = serve_options(&args);
-    // `serve` itself refuses a proxy whose domain is not loaded, before serving anything.
     let proxy = match &args.proxy_config {
-        Some(path) => Some(load_proxy(path, args.proxy_addr)?),
+        Some(path) => {
+            let (proxy, secrets) = load_proxy(path, args.proxy_addr)?;
+            // `server::serve` refuses it too; here it is refused before anything is bound.
+            if !config.domains.contains_key(&proxy.domain) {
+                anyhow::bail!("{}", missing_domain(&proxy, path));
+            }
+            Some((proxy, secrets))
+        }
         None => None,
     };
     let grpc = TcpListener::bind(args.grpc_addr)

@@ -151,6 +151,10 @@ async fn a_proxy_domain_that_is_not_loaded_is_refused_by_serve_and_validate() {
         errors.contains("domain 'ask-ia' is not in the rate-limit config"),
         "{errors}"
     );
+    assert!(
+        !errors.contains("addr="),
+        "refused only after binding:\n{errors}"
+    );
 
     let out = Command::new(BIN)
         .args(["validate", "--proxy-config", &config])
@@ -186,4 +190,25 @@ fn a_bad_proxy_config_is_refused_with_file_and_line() {
         "{errors}"
     );
     let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn an_rls_address_without_its_scheme_is_refused_at_once() {
+    let out = Command::new(BIN)
+        .args([
+            "proxy",
+            "--proxy-config",
+            EXAMPLE,
+            "--rls-addr",
+            "127.0.0.1:8081",
+        ])
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        errors.contains("needs its scheme: http://127.0.0.1:8081"),
+        "{errors}"
+    );
 }

@@ -53,6 +53,14 @@ pub enum LimiterError {
     Engine(#[from] EngineError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteAddrError {
+    #[error("'{0}' needs its scheme: http://{0}")]
+    NoScheme(String),
+    #[error(transparent)]
+    Invalid(#[from] tonic::transport::Error),
+}
+
 #[derive(Clone)]
 pub enum Limiter {
     InProcess(Arc<Engine>),
@@ -68,7 +76,10 @@ pub struct Remote {
 impl Remote {
     /// A client of the service at `addr` (`http://host:port`). Connects lazily and reconnects
     /// by itself, so a service that starts later, or restarts, is picked up.
-    pub fn new(addr: &str, timeout: Duration) -> Result<Remote, tonic::transport::Error> {
+    pub fn new(addr: &str, timeout: Duration) -> Result<Remote, RemoteAddrError> {
+        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+            return Err(RemoteAddrError::NoScheme(addr.to_owned()));
+        }
         let channel = Endpoint::from_shared(addr.to_owned())?
             .connect_timeout(timeout.max(Duration::from_millis(200)))
             .tcp_nodelay(true)

@@ -77,7 +77,7 @@ impl Secrets {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("${0} is not set: the proxy needs it (named in its config)")]
+    #[error("${0} is not set (or empty): the proxy needs it (named in its config)")]
     MissingSecret(String),
     #[error("the API key in ${0} is not a valid header value")]
     BadKey(String),
@@ -345,6 +345,7 @@ async fn call(
         let feedback_of = Feedback {
             decision,
             is_tokens: &is_tokens,
+            reserved,
         };
         if decision.code == Code::OverLimit {
             return Err(feedback_of.denial());

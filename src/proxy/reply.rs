@@ -85,6 +85,8 @@ pub struct Feedback<'a> {
     pub decision: &'a Decision,
     /// Per status, whether it is a token budget (its units are tokens, not requests).
     pub is_tokens: &'a [bool],
+    /// The tokens the call reserved (its worst case), 0 without token budgets.
+    pub reserved: u64,
 }
 
 impl Feedback<'_> {
@@ -167,7 +169,8 @@ impl Feedback<'_> {
                 .max()
         };
         let long = |unit: Unit| unit.seconds() >= Unit::Day.seconds();
-        let by_tokens = denying.iter().any(|(_, _, tokens)| *tokens);
+        // A global cap counts calls; under it every status shows 0 left, tokens or not.
+        let by_tokens = decision.denied_by_global.is_none() && denying.iter().any(|(_, _, t)| *t);
         let mut message = match (&decision.denied_by_global, denying.first()) {
             (Some(cap), _) => format!(
                 "The service's shared budget '{cap}' is used up for now; this is not your own limit."
@@ -185,6 +188,11 @@ impl Feedback<'_> {
         };
         match wait {
             Some(wait) => message.push_str(&format!(" Try again in {}s.", ceil_secs(wait))),
+            None if by_tokens => message.push_str(&format!(
+                " This call's worst case ({} tokens: its prompt and its output cap) is more than \
+                 the budget can ever hold; ask for fewer output tokens.",
+                self.reserved
+            )),
             None => message.push_str(" This call cannot fit in the limit however long you wait."),
         }
         let mut error = ApiError::new(
@@ -286,6 +294,7 @@ mod tests {
         Feedback {
             decision: &d,
             is_tokens: &[false, true],
+            reserved: 0,
         }
         .headers(&mut headers);
         assert_eq!(
@@ -317,6 +326,7 @@ mod tests {
         let error = Feedback {
             decision: &d,
             is_tokens: &[],
+            reserved: 0,
         }
         .denial();
         assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
@@ -345,6 +355,7 @@ mod tests {
         let error = Feedback {
             decision: &day,
             is_tokens: &[],
+            reserved: 0,
         }
         .denial();
         assert_eq!(error.headers[SHOULD_RETRY], "false");
@@ -364,6 +375,7 @@ mod tests {
         let error = Feedback {
             decision: &global,
             is_tokens: &[],
+            reserved: 0,
         }
         .denial();
         assert_eq!(error.headers[SHOULD_RETRY], "false");
@@ -383,6 +395,7 @@ mod tests {
         let error = Feedback {
             decision: &never,
             is_tokens: &[],
+            reserved: 0,
         }
         .denial();
         assert!(!error.headers.contains_key(axum::http::header::RETRY_AFTER));
@@ -394,5 +407,57 @@ mod tests {
         assert_eq!(sf_string("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c\"");
         assert_eq!(ceil_secs(Duration::from_millis(1500)), 2);
         assert_eq!(ceil_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn a_global_denial_is_about_requests_and_a_hopeless_reservation_says_why() {
+        let mut global = decision(
+            Code::OverLimit,
+            vec![status(
+                Code::OverLimit,
+                Some("client-tokens"),
+                1000,
+                Unit::Day,
+                0,
+                Some(50),
+            )],
+        );
+        global.denied_by_global = Some("service-day".into());
+        let error = Feedback {
+            decision: &global,
+            is_tokens: &[true],
+            reserved: 0,
+        }
+        .denial();
+        assert_eq!(error.kind, "requests");
+
+        let too_big = decision(
+            Code::OverLimit,
+            vec![status(
+                Code::OverLimit,
+                Some("client-tokens"),
+                500,
+                Unit::Day,
+                0,
+                None,
+            )],
+        );
+        let error = Feedback {
+            decision: &too_big,
+            is_tokens: &[true],
+            reserved: 1200,
+        }
+        .denial();
+        assert_eq!(error.kind, "tokens");
+        assert!(
+            error.message.contains("worst case (1200 tokens"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("fewer output tokens"),
+            "{}",
+            error.message
+        );
     }
 }
