@@ -399,25 +399,8 @@ async fn a_limiter_that_cannot_be_reached_denies_with_503_and_calls_nothing() {
     for (policy, want) in [("deny", 503), ("allow", 200)] {
         let upstream = common::openai::FakeOpenAi::start().await;
         let yaml = format!("{PROXY}on_limiter_error: {policy}\n");
-        let config = common::proxy::proxy_config(&yaml, &upstream);
-        let remote = tollgate::proxy::Remote::new(&dead, config.limiter_timeout).unwrap();
-        let proxy = tollgate::proxy::Proxy::new(
-            config,
-            &common::proxy::secrets(),
-            tollgate::proxy::Limiter::Remote(remote),
-        )
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/v1/chat/completions",
-            listener.local_addr().unwrap()
-        );
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(tollgate::proxy::serve_proxy(
-            listener,
-            proxy.into(),
-            stop.clone(),
-        ));
+        let (url, stop) =
+            common::proxy::standalone(&yaml, &upstream, &dead, Duration::from_millis(50)).await;
         let response = reqwest::Client::new()
             .post(url)
             .body(json!({"model": "m", "messages": []}).to_string())
@@ -660,6 +643,11 @@ async fn an_oversized_body_is_413_and_goes_nowhere() {
             .unwrap();
         assert_eq!(response.status(), 413);
         openai_error(&json_of(response).await, "request_too_large");
+        // Chunked, with no length declared up front: the limit holds as the bytes arrive.
+        let chunk = "x".repeat(2000);
+        let chunked = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+        let head = "POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: chunked";
+        assert_eq!(raw(&proxy, head, chunked.as_bytes()).await, 413, "{mode:?}");
         assert_eq!(proxy.upstream.calls(), 0);
         assert_eq!(
             proxy.chat().send().await.unwrap().status(),
@@ -971,22 +959,6 @@ async fn paths_are_judged_as_written_on_the_wire_once_normalised() {
 }
 
 #[tokio::test]
-async fn a_chunked_body_over_the_limit_is_413_too() {
-    let yaml = format!("{PROXY}max_body_bytes: 1000\n");
-    let proxy = ProxyUnderTest::start(Mode::InProcess, ONE_PER_MINUTE, &yaml).await;
-    let chunk = "x".repeat(2000);
-    let body = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
-    let head = "POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: chunked";
-    assert_eq!(raw(&proxy, head, body.as_bytes()).await, 413);
-    assert_eq!(proxy.upstream.calls(), 0);
-    assert_eq!(
-        proxy.chat().send().await.unwrap().status(),
-        200,
-        "budget was spent"
-    );
-}
-
-#[tokio::test]
 async fn the_upstreams_own_errors_do_not_disclose_the_account() {
     for mode in BOTH {
         let proxy = ProxyUnderTest::start(mode, LIMITS, PROXY).await;
@@ -1184,25 +1156,8 @@ async fn a_limiter_that_stalls_or_answers_nonsense_is_failed_closed_on() {
     ] {
         let limiter = fake_limiter(answer).await;
         let upstream = common::openai::FakeOpenAi::start().await;
-        let config = common::proxy::proxy_config(PROXY, &upstream);
-        let remote = tollgate::proxy::Remote::new(&limiter, config.limiter_timeout).unwrap();
-        let proxy = tollgate::proxy::Proxy::new(
-            config,
-            &common::proxy::secrets(),
-            tollgate::proxy::Limiter::Remote(remote),
-        )
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/v1/chat/completions",
-            listener.local_addr().unwrap()
-        );
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(tollgate::proxy::serve_proxy(
-            listener,
-            proxy.into(),
-            stop.clone(),
-        ));
+        let (url, stop) =
+            common::proxy::standalone(PROXY, &upstream, &limiter, Duration::from_millis(50)).await;
         let started = std::time::Instant::now();
         let response = reqwest::Client::new()
             .post(url)
@@ -1266,27 +1221,10 @@ async fn an_https_upstream_is_verified_through_rustls() {
         if trusted {
             yaml.push_str(&format!("upstream_ca_file: \"{}\"\n", ca_file.display()));
         }
-        let config = common::proxy::proxy_config(&yaml, &upstream);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/v1/chat/completions",
-            listener.local_addr().unwrap()
-        );
         let server = common::TestServer::start(LIMITS).await;
-        let remote =
-            tollgate::proxy::Remote::new(&server.grpc_url(), Duration::from_secs(5)).unwrap();
-        let proxy = tollgate::proxy::Proxy::new(
-            config,
-            &common::proxy::secrets(),
-            tollgate::proxy::Limiter::Remote(remote),
-        )
-        .unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(tollgate::proxy::serve_proxy(
-            listener,
-            proxy.into(),
-            stop.clone(),
-        ));
+        let limiter = server.grpc_url();
+        let (url, stop) =
+            common::proxy::standalone(&yaml, &upstream, &limiter, Duration::from_secs(5)).await;
         let body = json!({"model": "m", "messages": []}).to_string();
         let response = reqwest::Client::new()
             .post(url)

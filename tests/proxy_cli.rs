@@ -25,6 +25,22 @@ fn example_against(upstream: &FakeOpenAi, name: &str, edit: impl Fn(String) -> S
     path.display().to_string()
 }
 
+/// `tollgate serve` on ephemeral ports with the proxy of `config`, holding `api_key`.
+fn serve_with_proxy(config: &str, api_key: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--proxy-config", config, "--proxy-addr", "127.0.0.1:0"])
+        .env("OPENAI_API_KEY", api_key);
+    command
+}
+
 async fn chat(proxy_addr: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://{proxy_addr}/v1/chat/completions"))
@@ -47,18 +63,7 @@ async fn serve_and_proxy_run_the_shipped_example_in_both_modes() {
     let upstream = FakeOpenAi::start().await;
     let config = example_against(&upstream, "both-modes", |t| t);
 
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--proxy-config", &config, "--proxy-addr", "127.0.0.1:0"])
-        .env("OPENAI_API_KEY", "sk-cli-in-process");
-    let (_serve, mut lines) = spawn(command);
+    let (_serve, mut lines) = spawn(serve_with_proxy(&config, "sk-cli-in-process"));
     let grpc = bound_address(&mut lines, "gRPC");
     let in_process = bound_address(&mut lines, "OpenAI proxy");
     std::thread::spawn(move || lines.for_each(drop));
@@ -133,18 +138,7 @@ async fn a_proxy_domain_that_is_not_loaded_is_refused_by_serve_and_validate() {
     let config = example_against(&upstream, "typo", |t| {
         t.replace("domain: ask-ai", "domain: ask-ia")
     });
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--proxy-config", &config, "--proxy-addr", "127.0.0.1:0"])
-        .env("OPENAI_API_KEY", "sk-test")
-        .output()
-        .unwrap();
+    let out = serve_with_proxy(&config, "sk-test").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -194,6 +194,20 @@ fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), 
 /// An input item or part that points at something stored at the provider (an earlier item,
 /// an uploaded file) rather than carrying its content.
 fn stored_reference(body: &Map<String, Value>) -> Option<&'static str> {
+    input_objects(body).into_iter().find_map(|fields| {
+        if fields.get("type").and_then(Value::as_str) == Some("item_reference") {
+            Some("item_reference")
+        } else if fields.contains_key("file_id") {
+            Some("file_id")
+        } else {
+            None
+        }
+    })
+}
+
+/// Every JSON object inside the call's `messages` or `input`, however deep.
+fn input_objects(body: &Map<String, Value>) -> Vec<&Map<String, Value>> {
+    let mut objects = Vec::new();
     let mut pending: Vec<&Value> = ["messages", "input"]
         .iter()
         .filter_map(|k| body.get(*k))
@@ -202,18 +216,13 @@ fn stored_reference(body: &Map<String, Value>) -> Option<&'static str> {
         match value {
             Value::Array(items) => pending.extend(items),
             Value::Object(fields) => {
-                if fields.get("type").and_then(Value::as_str) == Some("item_reference") {
-                    return Some("item_reference");
-                }
-                if fields.contains_key("file_id") {
-                    return Some("file_id");
-                }
+                objects.push(fields);
                 pending.extend(fields.values());
             }
             _ => {}
         }
     }
-    None
+    objects
 }
 
 /// Only the caller's own functions: hosted tools (web search, file search over the account's
@@ -252,24 +261,13 @@ fn count_attachments(body: &Map<String, Value>, config: &ProxyConfig) -> Result<
         return Ok(0);
     }
     let mut images = 0u64;
-    let mut pending: Vec<&Value> = ["messages", "input"]
-        .iter()
-        .filter_map(|k| body.get(*k))
-        .collect();
-    while let Some(value) = pending.pop() {
-        match value {
-            Value::Array(items) => pending.extend(items),
-            Value::Object(fields) => {
-                match fields.get("type").and_then(Value::as_str) {
-                    Some("image_url" | "input_image") => images += 1,
-                    Some(kind @ ("file" | "input_file" | "input_audio")) => {
-                        return Err(ApiError::invalid(format!(
-                            "Content of type '{kind}' is not offered by this service."
-                        )));
-                    }
-                    _ => {}
-                }
-                pending.extend(fields.values());
+    for fields in input_objects(body) {
+        match fields.get("type").and_then(Value::as_str) {
+            Some("image_url" | "input_image") => images += 1,
+            Some(kind @ ("file" | "input_file" | "input_audio")) => {
+                return Err(ApiError::invalid(format!(
+                    "Content of type '{kind}' is not offered by this service."
+                )));
             }
             _ => {}
         }

@@ -139,3 +139,24 @@ pub fn openai_error(body: &serde_json::Value, code: &str) -> String {
     assert_eq!(error["code"], code, "{body}");
     error["message"].as_str().unwrap().to_owned()
 }
+
+/// A proxy alone (the `tollgate proxy` form) asking the rate-limit service at `limiter`, in
+/// front of `upstream`; returns its chat completions URL and the token that stops it.
+pub async fn standalone(
+    yaml: &str,
+    upstream: &FakeOpenAi,
+    limiter: &str,
+    timeout: std::time::Duration,
+) -> (String, CancellationToken) {
+    let config = proxy_config(yaml, upstream);
+    let remote = Remote::new(limiter, timeout).unwrap();
+    let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
+    (url, stop)
+}
