@@ -1,4 +1,5 @@
-//! The engine against a model: thousands of random calls (charges, probes, refunds, several
+//! The engine against a model: thousands of random calls (charges, probes, refunds, the
+//! proxy's settlements (counted past every limit, no call of the global cap), several
 //! descriptors, the same key twice, shadow and postpaid limits, a global cap, time passing)
 //! decided by the engine and by a plain sequential model of DESIGN.md's decision table, which
 //! must agree on every overall code and every status.
@@ -40,6 +41,8 @@ enum Kind {
     Charge(u64),
     Probe,
     Refund(u64),
+    /// A cost already incurred (in-process callers only): counted whatever the limit says.
+    Settle(u64),
 }
 
 /// A small deterministic generator (xorshift), so a failure replays exactly.
@@ -81,6 +84,7 @@ impl Model {
                 Kind::Charge(h) => (count + h <= volume, count + h),
                 Kind::Probe => (count < volume, count),
                 Kind::Refund(h) => (true, count.saturating_sub(h)),
+                Kind::Settle(h) => (true, count + h),
             };
             seen.insert(key, after);
             denies.push(!fits && !shadow);
@@ -150,10 +154,11 @@ fn random_call(rng: &mut Rng) -> Vec<(String, Kind)> {
                 3 | 4 => format!("b{}", rng.below(2)),
                 _ => "s0".to_owned(),
             };
-            let kind = match rng.below(10) {
+            let kind = match rng.below(11) {
                 0..=5 => Kind::Charge(1 + rng.below(3)),
                 6 | 7 => Kind::Probe,
-                _ => Kind::Refund(1 + rng.below(2)),
+                8 | 9 => Kind::Refund(1 + rng.below(2)),
+                _ => Kind::Settle(1 + rng.below(4)),
             };
             (key, kind)
         })
@@ -166,10 +171,11 @@ fn engine_decides(engine: &Engine, call: &[(String, Kind)]) -> Decision {
         .map(|(key, kind)| CallDescriptor {
             entries: vec![(&key[..1], &key[1..])],
             hits: Some(match kind {
-                Kind::Charge(h) | Kind::Refund(h) => *h,
+                Kind::Charge(h) | Kind::Refund(h) | Kind::Settle(h) => *h,
                 Kind::Probe => 0,
             }),
             refund: matches!(kind, Kind::Refund(_)),
+            settle: matches!(kind, Kind::Settle(_)),
             ..Default::default()
         })
         .collect();
