@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use tollgate::admin::{Readiness, serve_health};
 use tollgate::clock::SystemClock;
 use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
 use tollgate::engine::{EngineOptions, UnknownDomain};
@@ -74,6 +75,9 @@ struct ProxyArgs {
     /// How long calls in flight (streams too) may go on after SIGTERM/SIGINT.
     #[arg(long, env = "TOLLGATE_DRAIN_GRACE_SECS", default_value_t = 10)]
     drain_grace_secs: u64,
+    /// Also serve /healthcheck and /metrics here (e.g. for a pod's probes).
+    #[arg(long, env = "TOLLGATE_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -483,15 +487,33 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let remote = Remote::new(&args.rls_addr, config.limiter_timeout)
         .with_context(|| format!("--rls-addr {}", args.rls_addr))?;
     let listener = bind_proxy(&config).await?;
+    let admin = match args.http_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP admin on {addr}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(rls = %args.rls_addr, "asking this rate-limit service");
-    let proxy = Proxy::new(config, &secrets, Limiter::Remote(remote))?;
+    let proxy = Arc::new(Proxy::new(config, &secrets, Limiter::Remote(remote))?);
     let stop = tokio_util::sync::CancellationToken::new();
-    let serving = tokio::spawn(serve_proxy(
-        listener,
-        std::sync::Arc::new(proxy),
-        stop.clone(),
-    ));
+    let readiness = Arc::new(Readiness::default());
+    if let Some(listener) = admin {
+        let mut registry = prometheus_client::registry::Registry::default();
+        proxy.metrics().register(&mut registry);
+        tracing::info!(addr = %listener.local_addr()?, "HTTP admin (/healthcheck /metrics)");
+        tokio::spawn(serve_health(
+            listener,
+            readiness.clone(),
+            registry,
+            stop.clone(),
+        ));
+    }
+    let serving = tokio::spawn(serve_proxy(listener, proxy, stop.clone()));
+    readiness.set(true);
     shutdown_signal().await;
+    readiness.set(false);
     stop.cancel();
     let grace = Duration::from_secs(args.drain_grace_secs);
     match tokio::time::timeout(grace, serving).await {

@@ -98,6 +98,21 @@ pub async fn serve(
     let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
     let mut registry = Registry::default();
     engine.metrics().register(&mut registry);
+    // Built before any server starts, so a bad proxy setting stops everything, and its
+    // counters are on `/metrics` from the first call.
+    let proxy = match listeners.proxy {
+        Some(ProxyListener {
+            listener,
+            config,
+            secrets,
+        }) => {
+            let limiter = Limiter::InProcess(engine.clone());
+            let proxy = Arc::new(Proxy::new(config, &secrets, limiter)?);
+            proxy.metrics().register(&mut registry);
+            Some((listener, proxy))
+        }
+        None => None,
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     // tonic-health starts "" as SERVING; nothing is, until every server is up.
     set_health(&reporter, ServingStatus::NotServing).await;
@@ -122,14 +137,7 @@ pub async fn serve(
             Ok(serve_admin(listener, engine, readiness, registry, admin, stop).await?)
         });
     }
-    if let Some(ProxyListener {
-        listener,
-        config,
-        secrets,
-    }) = listeners.proxy
-    {
-        let limiter = Limiter::InProcess(engine.clone());
-        let proxy = Arc::new(Proxy::new(config, &secrets, limiter)?);
+    if let Some((listener, proxy)) = proxy {
         let stop = stop.clone();
         tasks.spawn(async move {
             serve_proxy(listener, proxy, stop)

@@ -1243,3 +1243,35 @@ async fn an_https_upstream_is_verified_through_rustls() {
     );
     let _ = std::fs::remove_file(ca_file);
 }
+
+#[tokio::test]
+async fn the_proxys_calls_and_tokens_are_counted_on_metrics() {
+    let limits = limits(1, 1000, 5000);
+    let proxy = ProxyUnderTest::start(Mode::InProcess, &limits, PROXY_WITH_TOKENS).await;
+    assert_eq!(proxy.chat().send().await.unwrap().status(), 200);
+    assert_eq!(proxy.chat().send().await.unwrap().status(), 429);
+    let unknown = proxy.post("/v1/files", json!({})).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    // The refund of the first call is settled by the time its budget shows it.
+    settles_to(&proxy, "127.0.0.1", 5000 - 42).await;
+    let metrics = reqwest::get(proxy.server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let reservation = chat_reservation();
+    for line in [
+        "tollgate_proxy_calls_total{outcome=\"forwarded\"} 1".to_owned(),
+        "tollgate_proxy_calls_total{outcome=\"rate_limited\"} 1".to_owned(),
+        "tollgate_proxy_calls_total{outcome=\"refused\"} 1".to_owned(),
+        // Only the admitted call reserved: the denied one was refused as a whole.
+        format!("tollgate_proxy_tokens_total{{flow=\"reserved\"}} {reservation}"),
+        format!(
+            "tollgate_proxy_tokens_total{{flow=\"refunded\"}} {}",
+            reservation - 42
+        ),
+    ] {
+        assert!(metrics.contains(&line), "no '{line}' in:\n{metrics}");
+    }
+}

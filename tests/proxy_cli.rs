@@ -89,9 +89,11 @@ async fn serve_and_proxy_run_the_shipped_example_in_both_modes() {
             "127.0.0.1:0",
         ])
         .args(["--rls-addr", &format!("http://{grpc}")])
+        .args(["--http-addr", "127.0.0.1:0"])
         .env("OPENAI_API_KEY", "sk-cli-remote");
     let (_proxy, mut lines) = spawn(command);
     let remote = bound_address(&mut lines, "OpenAI proxy");
+    let admin = bound_address(&mut lines, "HTTP admin");
     std::thread::spawn(move || lines.for_each(drop));
     let response = chat(&remote).await;
     assert_eq!(response.status(), 200);
@@ -102,6 +104,17 @@ async fn serve_and_proxy_run_the_shipped_example_in_both_modes() {
     // Both proxies count against the one service: 2 of the address's 10 a minute are gone.
     let state = response.headers()["ratelimit"].to_str().unwrap().to_owned();
     assert!(state.starts_with("\"ip-minute\";r=8;"), "{state}");
+    // The proxy alone has health and metrics of its own, for a pod's probes.
+    let health = reqwest::get(format!("http://{admin}/healthcheck"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let forwarded = "tollgate_proxy_calls_total{outcome=\"forwarded\"} 1";
+    assert!(metrics.contains(forwarded), "{metrics}");
     let _ = std::fs::remove_file(config);
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP admin port: `/healthcheck`, `/json` (proto3 JSON in and out), `/metrics`
-//! (Prometheus) and `/rlconfig` (the loaded rules). It decides nothing itself.
+//! (Prometheus) and `/rlconfig` (the loaded rules); for the proxy alone, `/healthcheck` and
+//! `/metrics`. It decides nothing itself.
 
 mod json;
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -37,9 +38,21 @@ impl Readiness {
 struct AdminState {
     engine: Arc<Engine>,
     bounds: RequestBounds,
+    health: Health,
+    json: Arc<json::JsonCodec>,
+}
+
+/// What `/healthcheck` and `/metrics` read, with or without an engine.
+#[derive(Clone)]
+struct Health {
     readiness: Arc<Readiness>,
     registry: Arc<Registry>,
-    json: Arc<json::JsonCodec>,
+}
+
+impl FromRef<AdminState> for Health {
+    fn from_ref(state: &AdminState) -> Health {
+        state.health.clone()
+    }
 }
 
 pub struct AdminOptions {
@@ -59,8 +72,10 @@ pub async fn serve_admin(
     let state = AdminState {
         engine,
         bounds: options.bounds,
-        readiness,
-        registry: Arc::new(registry),
+        health: Health {
+            readiness,
+            registry: Arc::new(registry),
+        },
         json: Arc::new(json::JsonCodec::new().map_err(std::io::Error::other)?),
     };
     let app = Router::new()
@@ -75,7 +90,27 @@ pub async fn serve_admin(
         .await
 }
 
-async fn healthcheck(State(state): State<AdminState>) -> impl IntoResponse {
+/// The admin port of `tollgate proxy`, which holds no engine: `/healthcheck` and `/metrics`.
+pub async fn serve_health(
+    listener: TcpListener,
+    readiness: Arc<Readiness>,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let health = Health {
+        readiness,
+        registry: Arc::new(registry),
+    };
+    let app = Router::new()
+        .route("/healthcheck", get(healthcheck))
+        .route("/metrics", get(metrics))
+        .with_state(health);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn healthcheck(State(state): State<Health>) -> impl IntoResponse {
     if state.readiness.is_serving() {
         (StatusCode::OK, "OK\n")
     } else {
@@ -87,7 +122,7 @@ async fn rlconfig(State(state): State<AdminState>) -> impl IntoResponse {
     crate::config::listing::listing(&state.engine.config().config)
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+async fn metrics(State(state): State<Health>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (

@@ -13,6 +13,7 @@ mod cors;
 mod forward;
 pub mod identity;
 pub mod limiter;
+pub mod metrics;
 mod reply;
 pub mod route;
 mod settle;
@@ -42,6 +43,7 @@ use cors::Origin;
 use forward::{Reading, Upstream};
 use identity::IdentityPolicy;
 use limiter::{Ask, LimiterError};
+use metrics::{CallOutcome, ProxyMetrics, TokenFlow};
 use reply::{ApiError, Feedback};
 use route::{PathError, Route, normalise_path};
 use settle::Reservation;
@@ -94,6 +96,7 @@ pub struct Proxy {
     identity: IdentityPolicy,
     streams: StreamSlots,
     settlements: TaskTracker,
+    metrics: ProxyMetrics,
     /// Keys the hashes sent upstream (safety identifiers, install tokens): derived from the API
     /// key, so they are stable across restarts and nobody without the key can reverse them.
     hasher: hmac::Key,
@@ -150,11 +153,17 @@ impl Proxy {
             identity,
             streams: StreamSlots::default(),
             settlements: TaskTracker::new(),
+            metrics: ProxyMetrics::default(),
         })
     }
 
     pub fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+
+    /// Its counters, to register where `/metrics` is served.
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
     }
 
     fn hash(&self, what: &str, text: &str) -> String {
@@ -204,11 +213,27 @@ async fn handle(
 ) -> Response {
     let origin = proxy.config.cors.origin(request.headers());
     let mut response = match call(&proxy, peer, request, &origin).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+        Ok(response) => {
+            proxy.metrics.call(CallOutcome::Forwarded);
+            response
+        }
+        Err(error) => {
+            proxy.metrics.call(outcome_of(&error));
+            error.into_response()
+        }
     };
     config::Cors::decorate(&origin, response.headers_mut());
     response
+}
+
+fn outcome_of(error: &ApiError) -> CallOutcome {
+    match error.code {
+        Some("rate_limit_exceeded" | "too_many_concurrent_streams") => CallOutcome::RateLimited,
+        Some("rate_limiter_unavailable") => CallOutcome::LimiterError,
+        Some("upstream_unreachable" | "upstream_timeout") => CallOutcome::UpstreamError,
+        Some("service_disabled") => CallOutcome::Disabled,
+        _ => CallOutcome::Refused,
+    }
 }
 
 async fn call(
@@ -320,6 +345,7 @@ async fn call(
             )));
         }
         Err(e) if config.on_limiter_error == OnLimiterError::Allow => {
+            proxy.metrics.call(CallOutcome::LimiterError);
             tracing::warn!(error = %e, "rate-limit service failed; allowing (on_limiter_error: allow)");
             None
         }
@@ -354,9 +380,11 @@ async fn call(
     }
     // Reserved only when the decision service counted it: with no decision, nothing to settle.
     let reservation = (decision.is_some() && !token_entries.is_empty()).then(|| {
+        proxy.metrics.tokens(TokenFlow::Reserved, reserved);
         Reservation::new(
             proxy.limiter.clone(),
             proxy.settlements.clone(),
+            proxy.metrics.clone(),
             config.domain.clone(),
             token_entries,
             reserved,

@@ -9,12 +9,14 @@ use futures_util::FutureExt;
 use tokio_util::task::TaskTracker;
 
 use super::limiter::{Limiter, LimiterError};
+use super::metrics::{ProxyMetrics, TokenFlow};
 use super::usage::Usage;
 
 pub struct Reservation {
     limiter: Limiter,
     /// Settlements over gRPC run as tasks; shutdown waits for them.
     settlements: TaskTracker,
+    metrics: ProxyMetrics,
     domain: String,
     /// The token descriptors' entries, as reserved.
     descriptors: Vec<Vec<(String, String)>>,
@@ -29,6 +31,7 @@ impl Reservation {
     pub fn new(
         limiter: Limiter,
         settlements: TaskTracker,
+        metrics: ProxyMetrics,
         domain: String,
         descriptors: Vec<Vec<(String, String)>>,
         reserved: u64,
@@ -37,6 +40,7 @@ impl Reservation {
         Reservation {
             limiter,
             settlements,
+            metrics,
             domain,
             descriptors,
             reserved,
@@ -63,6 +67,7 @@ impl Drop for Reservation {
         };
         let (limiter, domain) = (self.limiter.clone(), std::mem::take(&mut self.domain));
         let descriptors = std::mem::take(&mut self.descriptors);
+        let metrics = self.metrics.clone();
         let (reserved, used) = (self.reserved, usage.total());
         if used < reserved && Instant::now() >= self.refund_until {
             tracing::debug!(
@@ -74,14 +79,19 @@ impl Drop for Reservation {
         }
         let settle = async move {
             let result = if used < reserved {
-                limiter
-                    .refund(&domain, &descriptors, reserved - used)
-                    .await
-                    .map(|()| true)
+                let refund = reserved - used;
+                let done = limiter.refund(&domain, &descriptors, refund).await;
+                if done.is_ok() {
+                    metrics.tokens(TokenFlow::Refunded, refund);
+                }
+                done.map(|()| true)
             } else if used > reserved {
-                limiter
-                    .charge_excess(&domain, &descriptors, used - reserved)
-                    .await
+                let excess = used - reserved;
+                let done = limiter.charge_excess(&domain, &descriptors, excess).await;
+                if done.is_ok() {
+                    metrics.tokens(TokenFlow::Excess, excess);
+                }
+                done
             } else {
                 Ok(true)
             };
@@ -154,6 +164,7 @@ mod tests {
         let mut reservation = Reservation::new(
             limiter.clone(),
             tracker,
+            ProxyMetrics::default(),
             "d".into(),
             vec![entries],
             300,
