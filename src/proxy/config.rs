@@ -221,6 +221,14 @@ impl Template {
 }
 
 impl DescriptorTemplate {
+    /// The descriptor's entries for one call.
+    pub fn fill(&self, vars: &Vars<'_>) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|(key, value)| (key.clone(), value.fill(vars)))
+            .collect()
+    }
+
     pub fn uses(&self, var: Var) -> bool {
         self.entries.iter().any(|(_, value)| value.uses(var))
     }
@@ -644,25 +652,6 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-impl Route {
-    /// The routes served when the file lists none: the model calls, and listing models.
-    pub fn defaults() -> Vec<Route> {
-        [
-            "POST /v1/chat/completions",
-            "POST /v1/responses",
-            "POST /v1/embeddings",
-            "GET /v1/models",
-        ]
-        .iter()
-        .filter_map(|text| Route::parse(text).ok())
-        .collect()
-    }
-
-    fn same_as(&self, other: &Route) -> bool {
-        self.method == other.method && self.pattern == other.pattern
-    }
 }
 
 #[cfg(test)]

@@ -111,9 +111,8 @@ impl Limiter {
         let asks: Vec<Ask> = descriptors
             .iter()
             .map(|entries| Ask {
-                entries: entries.clone(),
-                hits: Some(hits),
                 refund: true,
+                ..Ask::charge(entries.clone(), Some(hits))
             })
             .collect();
         match self {

@@ -157,10 +157,6 @@ impl Proxy {
         })
     }
 
-    pub fn config(&self) -> &ProxyConfig {
-        &self.config
-    }
-
     /// Its counters, to register where `/metrics` is served.
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
@@ -303,37 +299,16 @@ async fn call(
         route: &route.pattern,
         model: prepared.model.as_deref().unwrap_or("none"),
     };
-    let fill = |templates: &[config::DescriptorTemplate]| -> Vec<Vec<(String, String)>> {
-        templates
-            .iter()
-            .map(|t| {
-                t.entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.fill(&vars)))
-                    .collect()
-            })
-            .collect()
-    };
-    let mut asks: Vec<Ask> = fill(&config.descriptors)
-        .into_iter()
-        .map(|entries| Ask {
-            entries,
-            hits: None,
-            refund: false,
-        })
+    let mut asks: Vec<Ask> = (config.descriptors.iter())
+        .map(|d| Ask::charge(d.fill(&vars), None))
         .collect();
     let requests = asks.len();
     let reserved = prepared.worst_case_tokens;
-    let token_entries = match &config.tokens {
-        Some(tokens) if reserved > 0 => fill(&tokens.descriptors),
+    let token_entries: Vec<_> = match &config.tokens {
+        Some(tokens) if reserved > 0 => tokens.descriptors.iter().map(|d| d.fill(&vars)).collect(),
         _ => Vec::new(),
     };
-    asks.extend(token_entries.iter().map(|entries| Ask {
-        entries: entries.clone(),
-        hits: Some(reserved),
-        refund: false,
-    }));
-    let is_tokens: Vec<bool> = (0..asks.len()).map(|i| i >= requests).collect();
+    asks.extend((token_entries.iter()).map(|entries| Ask::charge(entries.clone(), Some(reserved))));
 
     let decision = match proxy.limiter.decide(&config.domain, &asks).await {
         Ok(decision) => Some(decision),
@@ -370,7 +345,7 @@ async fn call(
     if let Some(decision) = &decision {
         let feedback_of = Feedback {
             decision,
-            is_tokens: &is_tokens,
+            tokens_from: requests,
             reserved,
         };
         if decision.code == Code::OverLimit {

@@ -83,8 +83,9 @@ impl IntoResponse for ApiError {
 /// The decision's descriptors, each with the name it is shown under.
 pub struct Feedback<'a> {
     pub decision: &'a Decision,
-    /// Per status, whether it is a token budget (its units are tokens, not requests).
-    pub is_tokens: &'a [bool],
+    /// The statuses from this index on are token budgets (their units are tokens, not
+    /// requests): the proxy asks its request descriptors first.
+    pub tokens_from: usize,
     /// The tokens the call reserved (its worst case), 0 without token budgets.
     pub reserved: u64,
 }
@@ -95,7 +96,7 @@ impl Feedback<'_> {
     pub fn headers(&self, headers: &mut HeaderMap) {
         let mut policy = Vec::new();
         let mut state = Vec::new();
-        for (name, status) in self.named() {
+        for (name, status, _) in self.named() {
             let Some(limit) = &status.current_limit else {
                 continue;
             };
@@ -120,21 +121,20 @@ impl Feedback<'_> {
         }
     }
 
-    /// Each status with its limit's name, or a stable generated one.
-    fn named(&self) -> impl Iterator<Item = (String, &DescriptorStatus)> {
-        let mut requests = 0;
-        let mut tokens = 0;
+    /// Each status with its limit's name (or a stable generated one) and whether it is a
+    /// token budget.
+    fn named(&self) -> impl Iterator<Item = (String, &DescriptorStatus, bool)> {
+        let tokens_from = self.tokens_from;
         self.decision
             .statuses
             .iter()
-            .zip(self.is_tokens.iter().chain(std::iter::repeat(&false)))
-            .map(move |(status, &is_tokens)| {
+            .enumerate()
+            .map(move |(i, status)| {
+                let is_tokens = i >= tokens_from;
                 let (kind, index) = if is_tokens {
-                    tokens += 1;
-                    ("tokens", tokens - 1)
+                    ("tokens", i - tokens_from)
                 } else {
-                    requests += 1;
-                    ("requests", requests - 1)
+                    ("requests", i)
                 };
                 let name = match &status.current_limit {
                     Some(ReportedLimit {
@@ -143,7 +143,7 @@ impl Feedback<'_> {
                     Some(limit) => format!("{kind}-{index}-per-{}", limit.unit.as_str()),
                     None => String::new(),
                 };
-                (name, status)
+                (name, status, is_tokens)
             })
     }
 
@@ -152,9 +152,7 @@ impl Feedback<'_> {
         let decision = self.decision;
         let denying: Vec<(String, &DescriptorStatus, bool)> = self
             .named()
-            .zip(self.is_tokens.iter().chain(std::iter::repeat(&false)))
-            .filter(|((_, status), _)| status.code == Code::OverLimit)
-            .map(|((name, status), &tokens)| (name, status, tokens))
+            .filter(|(_, status, _)| status.code == Code::OverLimit)
             .collect();
         // The call fits again only once every denying limit has reset.
         let wait: Option<Duration> = if denying
@@ -293,7 +291,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         Feedback {
             decision: &d,
-            is_tokens: &[false, true],
+            tokens_from: 1,
             reserved: 0,
         }
         .headers(&mut headers);
@@ -325,7 +323,7 @@ mod tests {
         );
         let error = Feedback {
             decision: &d,
-            is_tokens: &[],
+            tokens_from: usize::MAX,
             reserved: 0,
         }
         .denial();
@@ -354,7 +352,7 @@ mod tests {
         );
         let error = Feedback {
             decision: &day,
-            is_tokens: &[],
+            tokens_from: usize::MAX,
             reserved: 0,
         }
         .denial();
@@ -374,7 +372,7 @@ mod tests {
         global.denied_by_global = Some("service-day".into());
         let error = Feedback {
             decision: &global,
-            is_tokens: &[],
+            tokens_from: usize::MAX,
             reserved: 0,
         }
         .denial();
@@ -394,7 +392,7 @@ mod tests {
         );
         let error = Feedback {
             decision: &never,
-            is_tokens: &[],
+            tokens_from: usize::MAX,
             reserved: 0,
         }
         .denial();
@@ -425,7 +423,7 @@ mod tests {
         global.denied_by_global = Some("service-day".into());
         let error = Feedback {
             decision: &global,
-            is_tokens: &[true],
+            tokens_from: 0,
             reserved: 0,
         }
         .denial();
@@ -444,7 +442,7 @@ mod tests {
         );
         let error = Feedback {
             decision: &too_big,
-            is_tokens: &[true],
+            tokens_from: 0,
             reserved: 1200,
         }
         .denial();

@@ -147,6 +147,25 @@ impl Route {
     }
 }
 
+impl Route {
+    /// The routes served when the file lists none: the model calls, and listing models.
+    pub fn defaults() -> Vec<Route> {
+        [
+            "POST /v1/chat/completions",
+            "POST /v1/responses",
+            "POST /v1/embeddings",
+            "GET /v1/models",
+        ]
+        .iter()
+        .filter_map(|text| Route::parse(text).ok())
+        .collect()
+    }
+
+    pub(super) fn same_as(&self, other: &Route) -> bool {
+        self.method == other.method && self.pattern == other.pattern
+    }
+}
+
 /// Why a path cannot be normalised.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {

@@ -282,6 +282,8 @@ fn sse(state: Arc<Shared>, behaviour: Behaviour, events: Vec<String>) -> Respons
         |(i, events, guard, behaviour)| async move {
             let event = match &behaviour {
                 Behaviour::Endless => {
+                    // The stand-in's own pace, as a model streams tokens: not a wait for
+                    // state (tests poll the cancellation flag with a deadline).
                     if i > 0 {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
