@@ -64,7 +64,7 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| {
             let call = Call {
                 domain: "bench",
-                descriptors: vec![descriptor("client", black_box("1.2.3.4"))],
+                descriptors: vec![descriptor("client", black_box("1.2.3.4"))].into(),
                 hits: 0,
             };
             black_box(one.should_rate_limit(&call).is_ok())
@@ -80,7 +80,8 @@ fn decisions(c: &mut Criterion) {
                     descriptor("client", black_box("1.2.3.4")),
                     descriptor("route", black_box("/v1/chat/completions")),
                     descriptor("model", black_box("gpt-4o-mini")),
-                ],
+                ]
+                .into(),
                 hits: 0,
             };
             black_box(three.should_rate_limit(&call).is_ok())
@@ -100,7 +101,7 @@ fn decisions(c: &mut Criterion) {
                         for _ in 0..iters / 2 {
                             let call = Call {
                                 domain: "bench",
-                                descriptors: vec![descriptor("client", &value)],
+                                descriptors: vec![descriptor("client", &value)].into(),
                                 hits: 0,
                             };
                             black_box(shared.should_rate_limit(&call).is_ok());

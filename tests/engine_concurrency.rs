@@ -131,7 +131,8 @@ fn all_or_nothing_across_descriptors_under_threads() {
                 entries: vec![("a", &va)],
                 hits: Some(0),
                 ..Default::default()
-            }],
+            }]
+            .into(),
             ..call(&[])
         };
         let status = &engine.should_rate_limit(&probe).expect("decided").statuses[0];

@@ -61,7 +61,7 @@ fn probe<'a>(key: &'a str, value: &'a str) -> CallDescriptor<'a> {
 fn call(descriptors: Vec<CallDescriptor<'_>>) -> Call<'_> {
     Call {
         domain: "d",
-        descriptors,
+        descriptors: descriptors.into(),
         hits: 0,
     }
 }

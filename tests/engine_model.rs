@@ -166,7 +166,7 @@ fn random_call(rng: &mut Rng) -> Vec<(String, Kind)> {
 }
 
 fn engine_decides(engine: &Engine, call: &[(String, Kind)]) -> Decision {
-    let descriptors = call
+    let descriptors: Vec<_> = call
         .iter()
         .map(|(key, kind)| CallDescriptor {
             entries: vec![(&key[..1], &key[1..])],
@@ -181,7 +181,7 @@ fn engine_decides(engine: &Engine, call: &[(String, Kind)]) -> Decision {
         .collect();
     let call = Call {
         domain: "m",
-        descriptors,
+        descriptors: descriptors.into(),
         hits: 0,
     };
     engine

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::plan::{Op, Plan};
 use crate::clock::Clock;
 use crate::limits::{Counter, Mode};
-use crate::store::{KeyTableFull, MemoryCounters};
+use crate::store::{HashedKey, KeyTableFull, MemoryCounters};
 
 pub(crate) struct Actors {
     /// `actors[..shards]` are the shard actors; the last one is the global actor.
@@ -70,28 +70,46 @@ impl Actors {
         plan: &mut Plan<'_>,
         clock: &dyn Clock,
     ) -> Result<(bool, Duration), KeyTableFull> {
-        let mut order: Vec<usize> = (0..plan.ops.len()).collect();
-        order.sort_by_key(|&i| plan.ops[i].actor);
-        let mut turn = Turn {
-            plan,
-            order,
-            guards: Vec::new(),
-        };
-        for pos in 0..turn.order.len() {
-            let actor = turn.op(pos).actor;
-            if turn.guards.last().is_none_or(|g| g.actor != actor) {
-                turn.guards.push(Entered {
-                    actor,
-                    table: self.enter(actor),
-                    new_keys: 0,
-                });
-            }
+        // Enter every actor the plan touches, in ascending order (the global actor last).
+        let mut guards: Vec<Entered<'_>> = Vec::new();
+        let mut next = plan.ops.iter().map(|op| op.actor).min();
+        while let Some(actor) = next {
+            guards.push(Entered {
+                actor,
+                table: self.enter(actor),
+                new_keys: 0,
+            });
+            next = plan
+                .ops
+                .iter()
+                .map(|op| op.actor)
+                .filter(|&a| a > actor)
+                .min();
+        }
+        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(plan.ops.len());
+        for (i, op) in plan.ops.iter().enumerate() {
+            // Every actor of the plan was entered above: the search always finds it.
+            let (Ok(guard) | Err(guard)) = guards.binary_search_by_key(&op.actor, |g| g.actor);
+            let key = guards[guard].table.hashed(&plan.keys[op.key.clone()]);
+            let earlier = (0..i)
+                .rev()
+                .find(|&k| slots[k].guard == guard && slots[k].key == key);
+            slots.push(Slot {
+                op: i,
+                guard,
+                key,
+                earlier,
+            });
         }
         let now = clock.now();
 
+        let mut turn = Turn {
+            ops: &mut plan.ops,
+            slots,
+            guards,
+        };
         let room = turn.decide(now);
         let all_fit = turn
-            .plan
             .ops
             .iter()
             .all(|op| !op.decides || op.verdict.is_some_and(|v| v.fits));
@@ -126,49 +144,55 @@ struct Entered<'a> {
     new_keys: usize,
 }
 
-/// One call's turn: its plan, its operations in actor order, and the actors it holds.
-struct Turn<'p, 'c, 'a> {
-    plan: &'p mut Plan<'c>,
-    order: Vec<usize>,
+/// One operation of a turn. Operations are decided in the plan's order; only operations on
+/// the same key depend on each other, and those keep their order.
+struct Slot<'k> {
+    /// Its index in the plan.
+    op: usize,
+    /// The entered actor that owns its key.
+    guard: usize,
+    /// Its key, hashed once for that actor's table.
+    key: HashedKey<'k>,
+    /// The latest earlier slot of this call on the same key.
+    earlier: Option<usize>,
+}
+
+/// One call's turn: its operations, and the actors it holds.
+struct Turn<'p, 'c, 'k, 'a> {
+    ops: &'p mut [Op<'c>],
+    slots: Vec<Slot<'k>>,
     guards: Vec<Entered<'a>>,
 }
 
-impl Turn<'_, '_, '_> {
+impl Turn<'_, '_, '_, '_> {
     fn op(&self, pos: usize) -> &Op<'_> {
-        &self.plan.ops[self.order[pos]]
+        &self.ops[self.slots[pos].op]
     }
 
-    fn key(&self, pos: usize) -> &[u8] {
-        &self.plan.keys[self.op(pos).key.clone()]
+    /// The earlier slots on the same key as `pos`, latest first.
+    fn earlier_on_key(&self, pos: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(self.slots[pos].earlier, |&k| self.slots[k].earlier)
     }
 
-    fn guard_of(&self, pos: usize) -> usize {
-        let actor = self.op(pos).actor;
-        self.guards
-            .iter()
-            .position(|g| g.actor == actor)
-            .unwrap_or(0)
-    }
-
-    /// The latest operation before `pos` on the same key that `also` accepts.
-    fn earlier_on_key(&self, pos: usize, also: impl Fn(&Op<'_>) -> bool) -> Option<usize> {
-        let (actor, key) = (self.op(pos).actor, self.key(pos));
-        (0..pos)
-            .rev()
-            .find(|&k| self.op(k).actor == actor && self.key(k) == key && also(self.op(k)))
+    fn stored(&self, pos: usize) -> Option<&Counter> {
+        let slot = &self.slots[pos];
+        self.guards[slot.guard].table.get(slot.key)
     }
 
     /// Decides every operation; an earlier operation of this call on the same key counts as
     /// done. Fails if the call would need more new keys than an actor has room for.
     fn decide(&mut self, now: Duration) -> Result<(), KeyTableFull> {
         let mut room = Ok(());
-        for pos in 0..self.order.len() {
-            let g = self.guard_of(pos);
-            let earlier = self.earlier_on_key(pos, |_| true);
+        for pos in 0..self.slots.len() {
+            let Slot {
+                op: i,
+                guard: g,
+                earlier,
+                ..
+            } = self.slots[pos];
             let op = self.op(pos);
-            let stored = op
-                .window
-                .current(self.guards[g].table.get(self.key(pos)), now);
+            let stored_entry = self.stored(pos);
+            let stored = op.window.current(stored_entry, now);
             let seen = match earlier.and_then(|k| self.op(k).verdict) {
                 Some(v) => Counter {
                     window_end: v.window_end,
@@ -179,9 +203,9 @@ impl Turn<'_, '_, '_> {
             let mut verdict = op.window.decide(seen, op.hits, op.mode);
             // The call's own charges on this key, together, may be more than it can ever hold.
             if op.mode == Mode::Charge {
-                let own = (0..pos)
+                let own = self
+                    .earlier_on_key(pos)
                     .filter(|&k| self.op(k).mode == Mode::Charge)
-                    .filter(|&k| self.op(k).actor == op.actor && self.key(k) == self.key(pos))
                     .map(|k| self.op(k).hits)
                     .fold(op.hits, u64::saturating_add);
                 verdict.never_fits |= own > u64::from(op.window.volume);
@@ -189,9 +213,8 @@ impl Turn<'_, '_, '_> {
             // A new key needs room; a shadow limit never fails a call for want of it.
             let creates = matches!(op.mode, Mode::Charge | Mode::Postpaid | Mode::Settle)
                 && earlier.is_none()
-                && !self.guards[g].table.contains(self.key(pos));
+                && stored_entry.is_none();
             let decides = op.decides;
-            let i = self.order[pos];
             if creates {
                 let entered = &mut self.guards[g];
                 match entered.table.make_room(entered.new_keys + 1, now.as_secs()) {
@@ -200,58 +223,54 @@ impl Turn<'_, '_, '_> {
                     // No counter for this shadow limit: it counts from the next call that fits.
                     Err(_) => {
                         verdict.count_after = verdict.count_before;
-                        self.plan.ops[i].no_room = true;
+                        self.ops[i].no_room = true;
                     }
                 }
             }
-            self.plan.ops[i].stored_count = stored.count;
-            self.plan.ops[i].verdict = Some(verdict);
+            self.ops[i].stored_count = stored.count;
+            self.ops[i].verdict = Some(verdict);
         }
         room
     }
 
     /// Decides the refunds of a call that is not committed, chained only over its refunds.
     fn redecide_refunds(&mut self, now: Duration) {
-        for pos in 0..self.order.len() {
-            if self.op(pos).mode != Mode::Refund {
+        for pos in 0..self.slots.len() {
+            let op = self.op(pos);
+            if op.mode != Mode::Refund {
                 continue;
             }
-            let g = self.guard_of(pos);
-            let earlier = self.earlier_on_key(pos, |op| op.mode == Mode::Refund);
-            let op = self.op(pos);
+            let earlier = self
+                .earlier_on_key(pos)
+                .find(|&k| self.op(k).mode == Mode::Refund);
             let seen = match earlier.and_then(|k| self.op(k).verdict) {
                 Some(v) => Counter {
                     window_end: v.window_end,
                     count: v.count_after,
                 },
-                None => op
-                    .window
-                    .current(self.guards[g].table.get(self.key(pos)), now),
+                None => op.window.current(self.stored(pos), now),
             };
             let verdict = op.window.decide(seen, op.hits, Mode::Refund);
-            let i = self.order[pos];
-            self.plan.ops[i].verdict = Some(verdict);
+            self.ops[self.slots[pos].op].verdict = Some(verdict);
         }
     }
 
     /// Writes the decided counts: everything when `committed`, else only refunds. Several
     /// operations on one key write in order, so the last (cumulative) count is what stays.
     fn commit(&mut self, committed: bool) {
-        for pos in 0..self.order.len() {
-            let g = self.guard_of(pos);
-            let op = &self.plan.ops[self.order[pos]];
+        for slot in &self.slots {
+            let op = &self.ops[slot.op];
             let Some(verdict) = op.verdict else { continue };
-            let key = &self.plan.keys[op.key.clone()];
             let counter = Counter {
                 window_end: verdict.window_end,
                 count: verdict.count_after,
             };
-            let table = &mut self.guards[g].table;
+            let table = &mut self.guards[slot.guard].table;
             match op.mode {
                 Mode::Charge | Mode::Postpaid | Mode::Settle if committed && !op.no_room => {
-                    table.put(key, counter)
+                    table.put(slot.key, counter)
                 }
-                Mode::Refund => table.update(key, counter),
+                Mode::Refund => table.update(slot.key, counter),
                 _ => {}
             }
         }
@@ -262,14 +281,14 @@ impl Turn<'_, '_, '_> {
 
     /// Every operation on a key reports the count the key ends the call with.
     fn report_final_counts(&mut self) {
-        for pos in 0..self.order.len() {
-            let last = (pos + 1..self.order.len())
+        for pos in 0..self.slots.len() {
+            let Slot { op, guard, key, .. } = self.slots[pos];
+            let last = (pos + 1..self.slots.len())
                 .rev()
-                .find(|&k| self.op(k).actor == self.op(pos).actor && self.key(k) == self.key(pos));
+                .find(|&k| self.slots[k].guard == guard && self.slots[k].key == key);
             let Some(last) = last else { continue };
             let final_count = self.op(last).verdict.map(|v| v.count_after);
-            let i = self.order[pos];
-            if let (Some(count), Some(v)) = (final_count, self.plan.ops[i].verdict.as_mut()) {
+            if let (Some(count), Some(v)) = (final_count, self.ops[op].verdict.as_mut()) {
                 v.count_after = count;
             }
         }

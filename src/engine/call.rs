@@ -1,17 +1,36 @@
 //! What the engine is asked and what it answers, free of any wire format.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Unit;
 
 /// One `ShouldRateLimit` call: a domain, its descriptors, and the request-level hits.
-#[derive(Clone, Debug, Default)]
-pub struct Call<'a> {
+///
+/// The descriptors are anything the engine can read as one ([`Descriptor`]): in-process
+/// callers build [`CallDescriptor`]s, the gRPC service lends the validated wire message, so a
+/// call over the wire is decided without copying its descriptors.
+#[derive(Clone, Debug)]
+pub struct Call<'a, D: Clone = CallDescriptor<'a>> {
     pub domain: &'a str,
-    pub descriptors: Vec<CallDescriptor<'a>>,
+    pub descriptors: Cow<'a, [D]>,
     /// Request-level hits; 0 means 1.
     pub hits: u32,
+}
+
+/// What the engine reads of one descriptor of a call.
+pub trait Descriptor {
+    /// The entries, in order: `(key, value)`.
+    fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone;
+    /// A limit given by the caller, replacing the configured ones of this descriptor.
+    fn limit_override(&self) -> Option<LimitOverride>;
+    /// The descriptor's own hits; `Some(0)` checks without counting.
+    fn hits(&self) -> Option<u64>;
+    /// The hits are a refund, given back to the budget.
+    fn refund(&self) -> bool;
+    /// The hits are a cost already incurred (see [`CallDescriptor::settle`]).
+    fn settle(&self) -> bool;
 }
 
 #[derive(Clone, Debug, Default)]
@@ -27,6 +46,24 @@ pub struct CallDescriptor<'a> {
     /// not a call of the domain's global caps. Only in-process callers (the proxy settling
     /// token usage) can ask this; the wire has no way to.
     pub settle: bool,
+}
+
+impl Descriptor for CallDescriptor<'_> {
+    fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+        self.entries.iter().copied()
+    }
+    fn limit_override(&self) -> Option<LimitOverride> {
+        self.limit_override
+    }
+    fn hits(&self) -> Option<u64> {
+        self.hits
+    }
+    fn refund(&self) -> bool {
+        self.refund
+    }
+    fn settle(&self) -> bool {
+        self.settle
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

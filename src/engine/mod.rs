@@ -18,7 +18,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use call::{
-    Call, CallDescriptor, Code, Decision, DescriptorStatus, LimitOverride, ReportedLimit,
+    Call, CallDescriptor, Code, Decision, Descriptor, DescriptorStatus, LimitOverride,
+    ReportedLimit,
 };
 pub use metrics::EngineMetrics;
 
@@ -130,7 +131,10 @@ impl Engine {
     }
 
     /// Decides `call` over every limit it matches and the domain's global caps, atomically.
-    pub fn should_rate_limit(&self, call: &Call<'_>) -> Result<Decision, EngineError> {
+    pub fn should_rate_limit<D: Descriptor + Clone>(
+        &self,
+        call: &Call<'_, D>,
+    ) -> Result<Decision, EngineError> {
         let loaded = self.config.load();
         let Some(domain) = loaded.rules.domain(call.domain) else {
             self.metrics.unknown_domain.inc();
@@ -172,9 +176,9 @@ impl Engine {
 
     /// A call the actors could not decide: a denial where a limit fails closed, else an error
     /// for the caller to turn into UNAVAILABLE; in service-wide shadow mode, OK regardless.
-    fn internal_failure(
+    fn internal_failure<D: Descriptor + Clone>(
         &self,
-        call: &Call<'_>,
+        call: &Call<'_, D>,
         plan: &Plan<'_>,
         counters: &DomainCounters,
         failure: KeyTableFull,
@@ -200,15 +204,15 @@ impl Engine {
     }
 
     /// Counts each matched descriptor under its rule's metric name.
-    fn count_rules(
+    fn count_rules<D: Descriptor + Clone>(
         &self,
         domain: &crate::config::DomainRules,
         counters: &DomainCounters,
-        call: &Call<'_>,
+        call: &Call<'_, D>,
         plan: &Plan<'_>,
         decision: &Decision,
     ) {
-        let per_descriptor = plan.descriptors.iter().zip(&call.descriptors);
+        let per_descriptor = plan.descriptors.iter().zip(call.descriptors.iter());
         for ((d, descriptor), status) in per_descriptor.zip(&decision.statuses) {
             let Some(rule) = d.rule else { continue };
             let shadow_denied = plan.ops[d.ops.clone()]
@@ -224,7 +228,7 @@ impl Engine {
                 continue;
             }
             let admitted = domain
-                .metric_name(descriptor.entries.iter().copied())
+                .metric_name(descriptor.entries())
                 .and_then(|n| self.metrics.value_series.admit(n));
             match admitted {
                 Some(name) => {
@@ -279,17 +283,17 @@ impl Engine {
 }
 
 /// Every descriptor OK with no limit (an unknown domain allowed, or shadow over a failure).
-fn allow_all(call: &Call<'_>) -> Decision {
+fn allow_all<D: Clone>(call: &Call<'_, D>) -> Decision {
     uniform(call, Code::Ok)
 }
 
 /// Every descriptor OVER_LIMIT with nothing to wait for (an unknown domain refused, or a
 /// fail-closed failure).
-fn deny_all(call: &Call<'_>) -> Decision {
+fn deny_all<D: Clone>(call: &Call<'_, D>) -> Decision {
     uniform(call, Code::OverLimit)
 }
 
-fn uniform(call: &Call<'_>, code: Code) -> Decision {
+fn uniform<D: Clone>(call: &Call<'_, D>, code: Code) -> Decision {
     Decision {
         code,
         statuses: call

@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::actors::Actors;
-use super::call::{Call, CallDescriptor, LimitOverride, ReportedLimit};
+use super::call::{Call, Descriptor, LimitOverride, ReportedLimit};
 use crate::config::{DomainRules, FailMode, GlobalCap, Limit, LimitPolicy, Node, Unit};
 use crate::limits::{FixedWindow, Mode, Verdict};
 
@@ -82,11 +82,15 @@ pub(crate) struct Plan<'c> {
 }
 
 impl<'c> Plan<'c> {
-    pub fn build(domain: &'c DomainRules, call: &Call<'_>, actors: &Actors) -> Plan<'c> {
+    pub fn build<D: Descriptor + Clone>(
+        domain: &'c DomainRules,
+        call: &Call<'_, D>,
+        actors: &Actors,
+    ) -> Plan<'c> {
         let request_hits = u64::from(call.hits.max(1));
-        let find = |d: &CallDescriptor<'_>| match d.limit_override {
+        let find = |d: &D| match d.limit_override() {
             Some(_) => None,
-            None => domain.find(d.entries.iter().copied()),
+            None => domain.find(d.entries()),
         };
         // `replaces` works across descriptors, so where the domain uses it every descriptor is
         // matched before any is planned; elsewhere each is matched as it is planned.
@@ -105,7 +109,7 @@ impl<'c> Plan<'c> {
         let key_bytes: usize = call
             .descriptors
             .iter()
-            .flat_map(|d| &d.entries)
+            .flat_map(|d| d.entries())
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum();
         let mut plan = Plan {
@@ -125,9 +129,9 @@ impl<'c> Plan<'c> {
             };
             let start = plan.ops.len();
             let mut unlimited = false;
-            let hits = descriptor.hits.unwrap_or(request_hits);
+            let hits = descriptor.hits().unwrap_or(request_hits);
             let mode = descriptor_mode(descriptor);
-            if let Some(o) = descriptor.limit_override {
+            if let Some(o) = descriptor.limit_override() {
                 let key = plan.key(domain, descriptor, &[], KeySlot::Override(o));
                 plan.ops.push(Op {
                     key: key.clone(),
@@ -224,18 +228,18 @@ impl<'c> Plan<'c> {
     fn key(
         &mut self,
         domain: &DomainRules,
-        descriptor: &CallDescriptor<'_>,
+        descriptor: &impl Descriptor,
         shared_values: &[(usize, &str)],
         slot: KeySlot,
     ) -> Range<usize> {
         let start = self.keys.len();
         self.keys.push(b'd');
         self.put_str(&domain.name);
-        for (i, (key, value)) in descriptor.entries.iter().enumerate() {
+        for (i, (key, value)) in descriptor.entries().enumerate() {
             let value = shared_values
                 .iter()
                 .find(|(at, _)| *at == i)
-                .map_or(*value, |(_, pattern)| *pattern);
+                .map_or(value, |(_, pattern)| *pattern);
             self.put_str(key);
             self.put_str(value);
         }
@@ -277,9 +281,9 @@ enum KeySlot {
 }
 
 /// A refund wins over a probe: a refund of 0 is a no-op that never denies.
-fn descriptor_mode(d: &CallDescriptor<'_>) -> Mode {
-    match (d.hits, d.refund) {
-        _ if d.settle => Mode::Settle,
+fn descriptor_mode(d: &impl Descriptor) -> Mode {
+    match (d.hits(), d.refund()) {
+        _ if d.settle() => Mode::Settle,
         (_, true) => Mode::Refund,
         (Some(0), _) => Mode::Probe,
         _ => Mode::Charge,
@@ -289,7 +293,7 @@ fn descriptor_mode(d: &CallDescriptor<'_>) -> Mode {
 /// How the call touches its domain's global caps: charged once with the request-level hits,
 /// checked only for a call made of probes (and refunds), untouched by a call of refunds and
 /// settlements alone.
-fn global_mode(call: &Call<'_>) -> Option<Mode> {
+fn global_mode<D: Descriptor + Clone>(call: &Call<'_, D>) -> Option<Mode> {
     let modes = || call.descriptors.iter().map(descriptor_mode);
     if modes().any(|m| m == Mode::Charge) {
         Some(Mode::Charge)

@@ -1,6 +1,9 @@
 //! In-memory counters with a bounded number of keys.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use crate::limits::Counter;
 
@@ -12,44 +15,69 @@ pub struct KeyTableFull {
 }
 
 /// One actor's counters. Keys are opaque bytes built by the engine.
+///
+/// A turn hashes each key once ([`MemoryCounters::hashed`]) and reads, creates and writes it
+/// with that hash: three lookups of a key cost one hash.
 #[derive(Debug)]
 pub struct MemoryCounters {
+    table: HashTable<(Box<[u8]>, Counter)>,
     // Randomly seeded per table: keys are client-controlled, and the routing hash must not
     // correlate with the table's own.
-    map: HashMap<Box<[u8]>, Counter, foldhash::quality::RandomState>,
+    hasher: foldhash::quality::RandomState,
     capacity: usize,
     last_full_sweep: u64,
+}
+
+/// A key with its hash in the table that made it. Used with another table it finds nothing
+/// there (or, for a write, files the key under a hash no lookup will make): keep it to one.
+#[derive(Clone, Copy, Debug, Eq)]
+pub struct HashedKey<'k> {
+    key: &'k [u8],
+    hash: u64,
+}
+
+/// The same key: the hash compared first, the bytes only when it matches.
+impl PartialEq for HashedKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
 }
 
 impl MemoryCounters {
     pub fn new(capacity: usize) -> MemoryCounters {
         MemoryCounters {
-            map: HashMap::default(),
+            table: HashTable::new(),
+            hasher: foldhash::quality::RandomState::default(),
             capacity,
             last_full_sweep: 0,
         }
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&Counter> {
-        self.map.get(key)
+    pub fn hashed<'k>(&self, key: &'k [u8]) -> HashedKey<'k> {
+        HashedKey {
+            key,
+            hash: self.hasher.hash_one(key),
+        }
+    }
+
+    pub fn get(&self, key: HashedKey<'_>) -> Option<&Counter> {
+        self.table
+            .find(key.hash, |(k, _)| **k == *key.key)
+            .map(|(_, c)| c)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.map.contains_key(key)
+        self.table.is_empty()
     }
 
     /// Whether `new_keys` more keys fit (after dropping expired counters, at most once a
     /// second, so that a full table costs no more than an empty one).
     pub fn make_room(&mut self, new_keys: usize, now_secs: u64) -> Result<(), KeyTableFull> {
-        let fits = |table: &Self| table.map.len().saturating_add(new_keys) <= table.capacity;
+        let fits = |table: &Self| table.table.len().saturating_add(new_keys) <= table.capacity;
         if fits(self) {
             return Ok(());
         }
@@ -67,27 +95,32 @@ impl MemoryCounters {
     }
 
     /// Stores `counter` under `key`; for a new key, check [`Self::make_room`] first.
-    pub fn put(&mut self, key: &[u8], counter: Counter) {
-        match self.map.get_mut(key) {
-            Some(slot) => *slot = counter,
-            None => {
-                self.map.insert(key.into(), counter);
+    pub fn put(&mut self, key: HashedKey<'_>, counter: Counter) {
+        let hasher = &self.hasher;
+        match self.table.entry(
+            key.hash,
+            |(k, _)| **k == *key.key,
+            |(k, _)| hasher.hash_one(&**k),
+        ) {
+            Entry::Occupied(mut slot) => slot.get_mut().1 = counter,
+            Entry::Vacant(slot) => {
+                slot.insert((key.key.into(), counter));
             }
         }
     }
 
     /// Updates `key` only if it is stored (a refund never creates a counter).
-    pub fn update(&mut self, key: &[u8], counter: Counter) {
-        if let Some(slot) = self.map.get_mut(key) {
+    pub fn update(&mut self, key: HashedKey<'_>, counter: Counter) {
+        if let Some((_, slot)) = self.table.find_mut(key.hash, |(k, _)| **k == *key.key) {
             *slot = counter;
         }
     }
 
     /// Drops every counter whose window has ended; returns how many.
     pub fn sweep(&mut self, now_secs: u64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, c| c.is_live(now_secs));
-        before - self.map.len()
+        let before = self.table.len();
+        self.table.retain(|(_, c)| c.is_live(now_secs));
+        before - self.table.len()
     }
 }
 
@@ -108,7 +141,7 @@ mod tests {
         assert!(table.make_room(3, 0).is_ok());
         assert_eq!(table.make_room(4, 0), Err(KeyTableFull { capacity: 3 }));
         for key in [b"a", b"b"] {
-            table.put(key, counter(60));
+            table.put(table.hashed(key), counter(60));
         }
         assert!(table.make_room(1, 10).is_ok());
         assert_eq!(table.make_room(2, 10), Err(KeyTableFull { capacity: 3 }));
@@ -120,26 +153,26 @@ mod tests {
     #[test]
     fn refund_updates_never_create_keys() {
         let mut table = MemoryCounters::new(4);
-        table.update(b"a", counter(60));
-        assert!(table.get(b"a").is_none());
-        table.put(b"a", counter(60));
+        table.update(table.hashed(b"a"), counter(60));
+        assert!(table.get(table.hashed(b"a")).is_none());
+        table.put(table.hashed(b"a"), counter(60));
         table.update(
-            b"a",
+            table.hashed(b"a"),
             Counter {
                 window_end: 60,
                 count: 0,
             },
         );
-        assert_eq!(table.get(b"a").map(|c| c.count), Some(0));
+        assert_eq!(table.get(table.hashed(b"a")).map(|c| c.count), Some(0));
     }
 
     #[test]
     fn sweep_drops_only_ended_windows() {
         let mut table = MemoryCounters::new(4);
-        table.put(b"old", counter(60));
-        table.put(b"new", counter(120));
+        table.put(table.hashed(b"old"), counter(60));
+        table.put(table.hashed(b"new"), counter(120));
         assert_eq!(table.sweep(60), 1);
-        assert!(table.get(b"new").is_some());
+        assert!(table.get(table.hashed(b"new")).is_some());
         assert_eq!(table.len(), 1);
     }
 }

@@ -6,4 +6,4 @@
 
 pub mod memory;
 
-pub use memory::{KeyTableFull, MemoryCounters};
+pub use memory::{HashedKey, KeyTableFull, MemoryCounters};

@@ -1,8 +1,10 @@
 //! From a wire `RateLimitRequest` to an engine [`Call`], refusing what is malformed or too big.
 //! Every error names the offending field, so a client can fix its request.
 
+use std::borrow::Cow;
+
 use crate::config::Unit;
-use crate::engine::{Call, CallDescriptor, LimitOverride};
+use crate::engine::{Call, Descriptor, LimitOverride};
 use crate::proto::envoy::r#type::v3::RateLimitUnit;
 use crate::proto::{RateLimitDescriptor, RateLimitRequest};
 
@@ -44,7 +46,7 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidReque
 pub fn to_call<'a>(
     request: &'a RateLimitRequest,
     bounds: &RequestBounds,
-) -> Result<Call<'a>, InvalidRequest> {
+) -> Result<Call<'a, RateLimitDescriptor>, InvalidRequest> {
     if request.domain.is_empty() {
         return Err(invalid("domain", "must not be empty"));
     }
@@ -74,24 +76,21 @@ pub fn to_call<'a>(
             ),
         ));
     }
-    let descriptors = request
-        .descriptors
-        .iter()
-        .enumerate()
-        .map(|(i, d)| to_descriptor(i, d, bounds))
-        .collect::<Result<_, _>>()?;
+    for (i, descriptor) in request.descriptors.iter().enumerate() {
+        check_descriptor(i, descriptor, bounds)?;
+    }
     Ok(Call {
         domain: &request.domain,
-        descriptors,
+        descriptors: Cow::Borrowed(&request.descriptors),
         hits: request.hits_addend,
     })
 }
 
-fn to_descriptor<'a>(
+fn check_descriptor(
     index: usize,
-    descriptor: &'a RateLimitDescriptor,
+    descriptor: &RateLimitDescriptor,
     bounds: &RequestBounds,
-) -> Result<CallDescriptor<'a>, InvalidRequest> {
+) -> Result<(), InvalidRequest> {
     let field = |name: &str| format!("descriptors[{index}].{name}");
     if descriptor.entries.is_empty() {
         return Err(invalid(field("entries"), "at least one entry is required"));
@@ -106,7 +105,6 @@ fn to_descriptor<'a>(
             ),
         ));
     }
-    let mut entries = Vec::with_capacity(descriptor.entries.len());
     for (j, entry) in descriptor.entries.iter().enumerate() {
         let key_field = || field(&format!("entries[{j}].key"));
         if entry.key.is_empty() {
@@ -118,30 +116,45 @@ fn to_descriptor<'a>(
             &entry.value,
             bounds,
         )?;
-        entries.push((entry.key.as_str(), entry.value.as_str()));
     }
-    let hits = descriptor.hits_addend;
-    if let Some(h) = hits.filter(|&h| h > bounds.max_hits) {
+    if let Some(h) = descriptor.hits_addend.filter(|&h| h > bounds.max_hits) {
         return Err(invalid(
             field("hits_addend"),
             format!("{h} is over the maximum of {}", bounds.max_hits),
         ));
     }
-    let limit_override = match &descriptor.limit {
-        None => None,
-        Some(o) => Some(LimitOverride {
+    if let Some(o) = &descriptor.limit
+        && override_unit(o.unit).is_none()
+    {
+        return Err(invalid(field("limit.unit"), "must be a known unit"));
+    }
+    Ok(())
+}
+
+/// The wire descriptor as the engine reads it, in place. Only [`to_call`] lends one to the
+/// engine, after [`check_descriptor`]: an unknown override unit cannot reach it.
+impl Descriptor for RateLimitDescriptor {
+    fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+        self.entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+    }
+    fn limit_override(&self) -> Option<LimitOverride> {
+        let o = self.limit.as_ref()?;
+        Some(LimitOverride {
             requests_per_unit: o.requests_per_unit,
-            unit: override_unit(o.unit)
-                .ok_or_else(|| invalid(field("limit.unit"), "must be a known unit"))?,
-        }),
-    };
-    Ok(CallDescriptor {
-        entries,
-        limit_override,
-        hits,
-        refund: descriptor.is_negative_hits,
-        settle: false,
-    })
+            unit: override_unit(o.unit)?,
+        })
+    }
+    fn hits(&self) -> Option<u64> {
+        self.hits_addend
+    }
+    fn refund(&self) -> bool {
+        self.is_negative_hits
+    }
+    fn settle(&self) -> bool {
+        false // the wire has no way to ask for a settlement
+    }
 }
 
 /// `field` names the field only when there is something to report: no formatting per call.
