@@ -11,6 +11,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tollgate::clock::ManualClock;
 use tollgate::config::{LoadOptions, load::load_sources};
 use tollgate::engine::{Call, CallDescriptor, Engine, EngineOptions};
+use tollgate::proto::rate_limit_descriptor::Entry;
+use tollgate::proto::{RateLimitDescriptor, RateLimitRequest};
+use tollgate::wire::{RequestBounds, to_call, to_response};
 
 const CONFIG: &str = r#"
 domain: bench
@@ -85,6 +88,38 @@ fn decisions(c: &mut Criterion) {
                 hits: 0,
             };
             black_box(three.should_rate_limit(&call).is_ok())
+        })
+    });
+
+    // The gRPC service's path: a decoded wire request, validated and lent to the engine as it
+    // is (no copy of its descriptors), and the decision turned into the wire answer.
+    let wire = engine();
+    let request = RateLimitRequest {
+        domain: "bench".into(),
+        descriptors: [
+            ("client", "1.2.3.4"),
+            ("route", "/v1/chat/completions"),
+            ("model", "gpt-4o-mini"),
+        ]
+        .iter()
+        .map(|(key, value)| RateLimitDescriptor {
+            entries: vec![Entry {
+                key: (*key).into(),
+                value: (*value).into(),
+            }],
+            ..Default::default()
+        })
+        .collect(),
+        hits_addend: 0,
+    };
+    let bounds = RequestBounds::default();
+    group.bench_function("wire_3_descriptors_plus_global", |b| {
+        b.iter(|| {
+            let call = to_call(black_box(&request), &bounds).unwrap_or_else(|e| panic!("{e}"));
+            let decision = wire
+                .should_rate_limit(&call)
+                .unwrap_or_else(|e| panic!("{e}"));
+            black_box(to_response(&decision))
         })
     });
 
