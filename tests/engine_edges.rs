@@ -171,6 +171,34 @@ fn a_full_table_fails_closed_only_where_a_limit_says_so() {
 }
 
 #[test]
+fn a_probe_or_refund_before_a_charge_on_a_new_key_still_needs_room() {
+    let (engine, clock) = engine(small_table());
+    for value in ["a", "b"] {
+        engine
+            .should_rate_limit(&call(vec![charge("k", value, 1)]))
+            .expect("room");
+    }
+    // The same new key probed or refunded first, then charged, in one call: the charge
+    // creates the key, so it needs room the full table does not have.
+    for value in ["c", "d", "e"] {
+        for first in [probe("k", value), refund("k", value, 1)] {
+            let sneaky = call(vec![first, charge("k", value, 1)]);
+            assert!(engine.should_rate_limit(&sneaky).is_err(), "k={value}");
+            assert_eq!(engine.counters(), 2, "the bound holds (k={value})");
+        }
+    }
+    // Counters whose window has ended are swept to make room for new ones, and still count
+    // against the bound until then.
+    clock.advance(Duration::from_secs(60));
+    let both = call(vec![charge("k", "a", 1), charge("k", "c", 1)]);
+    assert_eq!(
+        engine.should_rate_limit(&both).expect("room").code,
+        Code::Ok
+    );
+    assert!(engine.counters() <= 2, "{} counters", engine.counters());
+}
+
+#[test]
 fn service_wide_shadow_answers_ok_even_when_the_table_is_full() {
     let options = EngineOptions {
         shadow: true,

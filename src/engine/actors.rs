@@ -99,6 +99,7 @@ impl Actors {
                 guard,
                 key,
                 earlier,
+                reserved_room: false,
             });
         }
         let now = clock.now();
@@ -144,8 +145,9 @@ struct Entered<'a> {
     new_keys: usize,
 }
 
-/// One operation of a turn. Operations are decided in the plan's order; only operations on
-/// the same key depend on each other, and those keep their order.
+/// One operation of a turn. Operations are decided in the plan's order, as they were planned:
+/// operations on one key chain over each other, and operations on one actor share its room
+/// for new keys, first come first served.
 struct Slot<'k> {
     /// Its index in the plan.
     op: usize,
@@ -155,6 +157,8 @@ struct Slot<'k> {
     key: HashedKey<'k>,
     /// The latest earlier slot of this call on the same key.
     earlier: Option<usize>,
+    /// This operation made room for its key in the table (set while deciding).
+    reserved_room: bool,
 }
 
 /// One call's turn: its operations, and the actors it holds.
@@ -210,15 +214,22 @@ impl Turn<'_, '_, '_, '_> {
                     .fold(op.hits, u64::saturating_add);
                 verdict.never_fits |= own > u64::from(op.window.volume);
             }
-            // A new key needs room; a shadow limit never fails a call for want of it.
+            // A new key needs room; a shadow limit never fails a call for want of it. An
+            // earlier probe or refund on the key reserved nothing, so it does not count; an
+            // expired counter counts as new, since making room may sweep it before the write.
             let creates = matches!(op.mode, Mode::Charge | Mode::Postpaid | Mode::Settle)
-                && earlier.is_none()
-                && stored_entry.is_none();
+                && !stored_entry.is_some_and(|c| c.is_live(now.as_secs()))
+                && !self
+                    .earlier_on_key(pos)
+                    .any(|k| self.slots[k].reserved_room);
             let decides = op.decides;
             if creates {
                 let entered = &mut self.guards[g];
                 match entered.table.make_room(entered.new_keys + 1, now.as_secs()) {
-                    Ok(()) => entered.new_keys += 1,
+                    Ok(()) => {
+                        entered.new_keys += 1;
+                        self.slots[pos].reserved_room = true;
+                    }
                     Err(full) if decides => room = room.and(Err(full)),
                     // No counter for this shadow limit: it counts from the next call that fits.
                     Err(_) => {

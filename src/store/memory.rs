@@ -28,8 +28,8 @@ pub struct MemoryCounters {
     last_full_sweep: u64,
 }
 
-/// A key with its hash in the table that made it. Used with another table it finds nothing
-/// there (or, for a write, files the key under a hash no lookup will make): keep it to one.
+/// A key with its hash in the table that made it. Used with another table, a lookup may miss a
+/// stored key and a write may file the key under a hash no lookup makes: keep it to one table.
 #[derive(Clone, Copy, Debug, Eq)]
 pub struct HashedKey<'k> {
     key: &'k [u8],

@@ -131,8 +131,8 @@ fn check_descriptor(
     Ok(())
 }
 
-/// The wire descriptor as the engine reads it, in place. Only [`to_call`] lends one to the
-/// engine, after [`check_descriptor`]: an unknown override unit cannot reach it.
+/// The wire descriptor as the engine reads it, in place. An override with an unknown unit
+/// reads as no override: [`to_call`], the service's way in, refuses such a request first.
 impl Descriptor for RateLimitDescriptor {
     fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
         self.entries
