@@ -12,15 +12,16 @@ use crate::config::Unit;
 /// callers build [`CallDescriptor`]s, the gRPC service lends the validated wire message, so a
 /// call over the wire is decided without copying its descriptors.
 #[derive(Clone, Debug)]
-pub struct Call<'a, D: Clone = CallDescriptor<'a>> {
+pub struct Call<'a, D: Descriptor = CallDescriptor<'a>> {
     pub domain: &'a str,
     pub descriptors: Cow<'a, [D]>,
     /// Request-level hits; 0 means 1.
     pub hits: u32,
 }
 
-/// What the engine reads of one descriptor of a call.
-pub trait Descriptor {
+/// What the engine reads of one descriptor of a call. `Clone` because a [`Call`] may own its
+/// descriptors or borrow them.
+pub trait Descriptor: Clone {
     /// The entries, in order: `(key, value)`.
     fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone;
     /// A limit given by the caller, replacing the configured ones of this descriptor.

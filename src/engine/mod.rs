@@ -131,7 +131,7 @@ impl Engine {
     }
 
     /// Decides `call` over every limit it matches and the domain's global caps, atomically.
-    pub fn should_rate_limit<D: Descriptor + Clone>(
+    pub fn should_rate_limit<D: Descriptor>(
         &self,
         call: &Call<'_, D>,
     ) -> Result<Decision, EngineError> {
@@ -176,7 +176,7 @@ impl Engine {
 
     /// A call the actors could not decide: a denial where a limit fails closed, else an error
     /// for the caller to turn into UNAVAILABLE; in service-wide shadow mode, OK regardless.
-    fn internal_failure<D: Descriptor + Clone>(
+    fn internal_failure<D: Descriptor>(
         &self,
         call: &Call<'_, D>,
         plan: &Plan<'_>,
@@ -204,7 +204,7 @@ impl Engine {
     }
 
     /// Counts each matched descriptor under its rule's metric name.
-    fn count_rules<D: Descriptor + Clone>(
+    fn count_rules<D: Descriptor>(
         &self,
         domain: &crate::config::DomainRules,
         counters: &DomainCounters,
@@ -283,17 +283,17 @@ impl Engine {
 }
 
 /// Every descriptor OK with no limit (an unknown domain allowed, or shadow over a failure).
-fn allow_all<D: Clone>(call: &Call<'_, D>) -> Decision {
+fn allow_all<D: Descriptor>(call: &Call<'_, D>) -> Decision {
     uniform(call, Code::Ok)
 }
 
 /// Every descriptor OVER_LIMIT with nothing to wait for (an unknown domain refused, or a
 /// fail-closed failure).
-fn deny_all<D: Clone>(call: &Call<'_, D>) -> Decision {
+fn deny_all<D: Descriptor>(call: &Call<'_, D>) -> Decision {
     uniform(call, Code::OverLimit)
 }
 
-fn uniform<D: Clone>(call: &Call<'_, D>, code: Code) -> Decision {
+fn uniform<D: Descriptor>(call: &Call<'_, D>, code: Code) -> Decision {
     Decision {
         code,
         statuses: call

@@ -82,7 +82,7 @@ pub(crate) struct Plan<'c> {
 }
 
 impl<'c> Plan<'c> {
-    pub fn build<D: Descriptor + Clone>(
+    pub fn build<D: Descriptor>(
         domain: &'c DomainRules,
         call: &Call<'_, D>,
         actors: &Actors,
@@ -293,7 +293,7 @@ fn descriptor_mode(d: &impl Descriptor) -> Mode {
 /// How the call touches its domain's global caps: charged once with the request-level hits,
 /// checked only for a call made of probes (and refunds), untouched by a call of refunds and
 /// settlements alone.
-fn global_mode<D: Descriptor + Clone>(call: &Call<'_, D>) -> Option<Mode> {
+fn global_mode<D: Descriptor>(call: &Call<'_, D>) -> Option<Mode> {
     let modes = || call.descriptors.iter().map(descriptor_mode);
     if modes().any(|m| m == Mode::Charge) {
         Some(Mode::Charge)
