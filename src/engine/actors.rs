@@ -197,13 +197,9 @@ impl Turn<'_, '_, '_, '_> {
             let op = self.op(pos);
             let stored_entry = self.stored(pos);
             let stored = op.window.current(stored_entry, now);
-            let seen = match earlier.and_then(|k| self.op(k).verdict) {
-                Some(v) => Counter {
-                    window_end: v.window_end,
-                    count: v.count_after,
-                },
-                None => stored,
-            };
+            let seen = earlier
+                .and_then(|k| self.op(k).verdict)
+                .map_or(stored, |v| v.after());
             let mut verdict = op.window.decide(seen, op.hits, op.mode);
             // The call's own charges on this key, together, may be more than it can ever hold.
             if op.mode == Mode::Charge {
@@ -255,10 +251,7 @@ impl Turn<'_, '_, '_, '_> {
                 .earlier_on_key(pos)
                 .find(|&k| self.op(k).mode == Mode::Refund);
             let seen = match earlier.and_then(|k| self.op(k).verdict) {
-                Some(v) => Counter {
-                    window_end: v.window_end,
-                    count: v.count_after,
-                },
+                Some(v) => v.after(),
                 None => op.window.current(self.stored(pos), now),
             };
             let verdict = op.window.decide(seen, op.hits, Mode::Refund);
@@ -272,16 +265,12 @@ impl Turn<'_, '_, '_, '_> {
         for slot in &self.slots {
             let op = &self.ops[slot.op];
             let Some(verdict) = op.verdict else { continue };
-            let counter = Counter {
-                window_end: verdict.window_end,
-                count: verdict.count_after,
-            };
             let table = &mut self.guards[slot.guard].table;
             match op.mode {
                 Mode::Charge | Mode::Postpaid | Mode::Settle if committed && !op.no_room => {
-                    table.put(slot.key, counter)
+                    table.put(slot.key, verdict.after())
                 }
-                Mode::Refund => table.update(slot.key, counter),
+                Mode::Refund => table.update(slot.key, verdict.after()),
                 _ => {}
             }
         }

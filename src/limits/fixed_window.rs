@@ -56,6 +56,16 @@ pub struct Verdict {
     pub window_end: u64,
 }
 
+impl Verdict {
+    /// The counter as this operation leaves it, if the call is committed.
+    pub fn after(&self) -> Counter {
+        Counter {
+            window_end: self.window_end,
+            count: self.count_after,
+        }
+    }
+}
+
 impl FixedWindow {
     /// End of the window containing `now`.
     pub fn window_end(&self, now: Duration) -> u64 {
