@@ -36,6 +36,13 @@ pub struct HashedKey<'k> {
     hash: u64,
 }
 
+impl HashedKey<'_> {
+    /// Whether a table entry is this key (the table has already matched the hash).
+    fn stored_in(&self, (stored, _): &(Box<[u8]>, Counter)) -> bool {
+        **stored == *self.key
+    }
+}
+
 /// The same key: the hash compared first, the bytes only when it matches.
 impl PartialEq for HashedKey<'_> {
     fn eq(&self, other: &Self) -> bool {
@@ -62,7 +69,7 @@ impl MemoryCounters {
 
     pub fn get(&self, key: HashedKey<'_>) -> Option<&Counter> {
         self.table
-            .find(key.hash, |(k, _)| **k == *key.key)
+            .find(key.hash, |entry| key.stored_in(entry))
             .map(|(_, c)| c)
     }
 
@@ -99,7 +106,7 @@ impl MemoryCounters {
         let hasher = &self.hasher;
         match self.table.entry(
             key.hash,
-            |(k, _)| **k == *key.key,
+            |entry| key.stored_in(entry),
             |(k, _)| hasher.hash_one(&**k),
         ) {
             Entry::Occupied(mut slot) => slot.get_mut().1 = counter,
@@ -111,7 +118,7 @@ impl MemoryCounters {
 
     /// Updates `key` only if it is stored (a refund never creates a counter).
     pub fn update(&mut self, key: HashedKey<'_>, counter: Counter) {
-        if let Some((_, slot)) = self.table.find_mut(key.hash, |(k, _)| **k == *key.key) {
+        if let Some((_, slot)) = self.table.find_mut(key.hash, |entry| key.stored_in(entry)) {
             *slot = counter;
         }
     }
