@@ -82,9 +82,7 @@ impl ProxyUnderTest {
             }
             Mode::Remote => {
                 let server = TestServer::start(limits_yaml).await;
-                let remote = Remote::new(&server.grpc_url(), config.limiter_timeout).unwrap();
-                let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
-                tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
+                spawn_remote(listener, config, &server.grpc_url(), &stop);
                 server
             }
         };
@@ -148,15 +146,26 @@ pub async fn standalone(
     limiter: &str,
     timeout: std::time::Duration,
 ) -> (String, CancellationToken) {
-    let config = proxy_config(yaml, upstream);
-    let remote = Remote::new(limiter, timeout).unwrap();
-    let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
+    let mut config = proxy_config(yaml, upstream);
+    config.limiter_timeout = timeout;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/v1/chat/completions",
         listener.local_addr().unwrap()
     );
     let stop = CancellationToken::new();
-    tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
+    spawn_remote(listener, config, limiter, &stop);
     (url, stop)
+}
+
+/// Serves on `listener`, until `stop`, a proxy asking the rate-limit service at `limiter`.
+fn spawn_remote(
+    listener: TcpListener,
+    config: ProxyConfig,
+    limiter: &str,
+    stop: &CancellationToken,
+) {
+    let remote = Remote::new(limiter, config.limiter_timeout).unwrap();
+    let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
+    tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
 }
