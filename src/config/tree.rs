@@ -46,10 +46,13 @@ pub struct Node {
     /// Metrics for this rule name the request's values (`detailed_metric` here, or
     /// `value_to_metric` on a level of its path): see [`DomainRules::metric_name`].
     pub metric_has_values: bool,
-    /// This level's part of the metric name, and whether it shows the request's value.
+    /// This level's part of the metric name, and whether it shows the request's value instead
+    /// (`value_to_metric`, unless the level shares a counter under `share_threshold`).
     segment: String,
-    value_to_metric: bool,
+    shows_value: bool,
     detailed_metric: bool,
+    /// The rule one level up, if any.
+    parent: Option<NodeId>,
     children: Level,
 }
 
@@ -149,26 +152,22 @@ impl DomainRules {
 }
 
 impl DomainRules {
-    /// The metric name of the rule `entries` match, with the request's values where the
+    /// The metric name of `rule`, matched by `entries`, with the request's values where the
     /// config asks for them: every level under `detailed_metric`, a `value_to_metric` level
     /// otherwise (unless it shares a counter under `share_threshold`, which names the pattern).
     pub fn metric_name<'a>(
         &self,
-        entries: impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone,
-    ) -> Option<String> {
-        let last = entries.len().checked_sub(1)?;
-        let mut path = Vec::with_capacity(entries.len());
-        let mut level = &self.root;
-        for (key, value) in entries.clone() {
-            let (id, _) = level.by_key.get(key)?.find(value)?;
-            path.push(&self.nodes[id]);
-            level = &self.nodes[id].children;
+        rule: &Node,
+        entries: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> String {
+        let mut path = vec![rule];
+        while let Some(parent) = path.last().and_then(|n| n.parent) {
+            path.push(&self.nodes[parent]);
         }
-        let detailed = path.get(last)?.detailed_metric;
         let mut name = self.name.clone();
-        for (node, (key, value)) in path.iter().zip(entries) {
+        for (node, (key, value)) in path.iter().rev().zip(entries) {
             name.push('.');
-            if detailed || (node.value_to_metric && node.shared_value.is_none()) {
+            if rule.detailed_metric || node.shows_value {
                 name.push_str(key);
                 name.push('_');
                 name.push_str(value);
@@ -176,7 +175,7 @@ impl DomainRules {
                 name.push_str(&node.segment);
             }
         }
-        Some(name)
+        name
     }
 }
 
@@ -208,9 +207,15 @@ fn build_level(
             None => rule.key.clone(),
         };
         let metric_name: Arc<str> = format!("{parent_name}.{segment}").into();
-        let has_values = parent_has_values || (rule.value_to_metric && shared_value.is_none());
+        let shows_value = rule.value_to_metric && shared_value.is_none();
+        let has_values = parent_has_values || shows_value;
+        let first_descendant = nodes.len();
         let children = build_level(&rule.descriptors, &metric_name, has_values, nodes);
         let id = nodes.len();
+        // Children are built first: the descendants still without a parent are this rule's.
+        for node in &mut nodes[first_descendant..] {
+            node.parent.get_or_insert(id);
+        }
         nodes.push(Node {
             id,
             limits: rule.limits.clone(),
@@ -218,8 +223,9 @@ fn build_level(
             metric_name,
             metric_has_values: has_values || rule.detailed_metric,
             segment,
-            value_to_metric: rule.value_to_metric,
+            shows_value,
             detailed_metric: rule.detailed_metric,
+            parent: None,
             children,
         });
         let entry = level.by_key.entry(rule.key.clone()).or_default();

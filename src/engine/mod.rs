@@ -227,9 +227,8 @@ impl Engine {
                 counters.rules[rule.id].outcome(outcome).inc();
                 continue;
             }
-            let admitted = domain
-                .metric_name(descriptor.entries())
-                .and_then(|n| self.metrics.value_series.admit(n));
+            let name = domain.metric_name(rule, descriptor.entries());
+            let admitted = self.metrics.value_series.admit(name);
             match admitted {
                 Some(name) => {
                     let labels = RuleLabels {
