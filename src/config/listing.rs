@@ -1,5 +1,6 @@
-//! The human-readable listing of loaded rules served at `/rlconfig`, one line per limit, in
-//! the reference service's spirit: `domain.key_value.subkey: 5/second name=... flags`.
+//! The loaded rules as text: the listing served at `/rlconfig`, one line per limit, in the
+//! reference service's spirit (`domain.key_value.subkey: 5/second name=... flags`), and the
+//! one-line-per-domain summary that `validate`, start-up and reloads print.
 
 use std::fmt::Write;
 
@@ -61,4 +62,35 @@ fn list_rule(prefix: &str, rule: &DescriptorRule, out: &mut String) {
     for child in &rule.descriptors {
         list_rule(&path, child, out);
     }
+}
+
+impl RateLimitConfig {
+    /// One line per domain, each ending in a line break:
+    /// "domain NAME: N rules, M limits, G global caps (files: a.yaml, b.yaml)", counting nested
+    /// rules and their limits.
+    pub fn summary(&self) -> String {
+        self.domains
+            .values()
+            .map(|d| {
+                let (rules, limits) = count_rules(&d.descriptors);
+                format!(
+                    "domain {}: {rules} rules, {limits} limits, {} global caps (files: {})\n",
+                    d.name,
+                    d.global.len(),
+                    d.files.join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
+/// Rules and limits in `rules` and everything nested under them.
+fn count_rules(rules: &[DescriptorRule]) -> (usize, usize) {
+    rules.iter().fold((0, 0), |(n_rules, n_limits), rule| {
+        let (nested_rules, nested_limits) = count_rules(&rule.descriptors);
+        (
+            n_rules + 1 + nested_rules,
+            n_limits + rule.limits.len() + nested_limits,
+        )
+    })
 }

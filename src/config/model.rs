@@ -27,37 +27,6 @@ pub struct RateLimitConfig {
     pub domains: BTreeMap<String, Domain>,
 }
 
-impl RateLimitConfig {
-    /// One line per domain, each ending in a line break:
-    /// "domain NAME: N rules, M limits, G global caps (files: a.yaml, b.yaml)", counting nested
-    /// rules and their limits.
-    pub fn summary(&self) -> String {
-        self.domains
-            .values()
-            .map(|d| {
-                let (rules, limits) = count_rules(&d.descriptors);
-                format!(
-                    "domain {}: {rules} rules, {limits} limits, {} global caps (files: {})\n",
-                    d.name,
-                    d.global.len(),
-                    d.files.join(", ")
-                )
-            })
-            .collect()
-    }
-}
-
-/// Rules and limits in `rules` and everything nested under them.
-fn count_rules(rules: &[DescriptorRule]) -> (usize, usize) {
-    rules.iter().fold((0, 0), |(n_rules, n_limits), rule| {
-        let (nested_rules, nested_limits) = count_rules(&rule.descriptors);
-        (
-            n_rules + 1 + nested_rules,
-            n_limits + rule.limits.len() + nested_limits,
-        )
-    })
-}
-
 /// One rate-limit domain: its descriptor rules and its service-wide caps.
 #[derive(Clone, Debug)]
 pub struct Domain {
