@@ -60,9 +60,15 @@ pub fn prepare(
     };
     let mut attachments = 0;
     if matches!(kind, RouteKind::Chat | RouteKind::Responses) {
-        check_context(&body, config)?;
+        // Walked once for the two checks that read it, and only when either applies.
+        let inputs = if config.allow_store && config.tokens.is_none() {
+            Vec::new()
+        } else {
+            input_objects(&body)
+        };
+        check_context(&body, &inputs, config)?;
         check_tools(&body, config)?;
-        attachments = count_attachments(&body, config)?;
+        attachments = count_attachments(&inputs, config)?;
         // Priority processing costs more per token than the budget assumes.
         body.remove("service_tier");
         if !config.allow_store {
@@ -167,11 +173,16 @@ fn clamp_chat_output(body: &mut Map<String, Value>, cap: Option<u64>) -> Result<
 
 /// Context stored at the provider (an earlier response, a conversation, a saved prompt) is
 /// refused unless storing is allowed: its cost is unknown here, and its id may be anyone's.
-fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), ApiError> {
+/// `inputs` are the body's [`input_objects`].
+fn check_context(
+    body: &Map<String, Value>,
+    inputs: &[&Map<String, Value>],
+    config: &ProxyConfig,
+) -> Result<(), ApiError> {
     if config.allow_store {
         return Ok(());
     }
-    if let Some(what) = stored_reference(body) {
+    if let Some(what) = stored_reference(inputs) {
         return Err(ApiError::invalid(format!(
             "'{what}' refers to something stored at the provider, which this service does not allow."
         )));
@@ -192,9 +203,10 @@ fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), 
 }
 
 /// An input item or part that points at something stored at the provider (an earlier item,
-/// an uploaded file) rather than carrying its content.
-fn stored_reference(body: &Map<String, Value>) -> Option<&'static str> {
-    input_objects(body).into_iter().find_map(|fields| {
+/// an uploaded file) rather than carrying its content; `inputs` are the body's
+/// [`input_objects`].
+fn stored_reference(inputs: &[&Map<String, Value>]) -> Option<&'static str> {
+    inputs.iter().find_map(|fields| {
         if fields.get("type").and_then(Value::as_str) == Some("item_reference") {
             Some("item_reference")
         } else if fields.contains_key("file_id") {
@@ -255,13 +267,16 @@ fn check_tools(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), Ap
 
 /// Content parts whose token cost their bytes do not show (images), counted so the worst case
 /// can allow for each; files and audio, whose cost has no bound here, are refused while token
-/// budgets are kept.
-fn count_attachments(body: &Map<String, Value>, config: &ProxyConfig) -> Result<u64, ApiError> {
+/// budgets are kept. `inputs` are the body's [`input_objects`].
+fn count_attachments(
+    inputs: &[&Map<String, Value>],
+    config: &ProxyConfig,
+) -> Result<u64, ApiError> {
     if config.tokens.is_none() {
         return Ok(0);
     }
     let mut images = 0u64;
-    for fields in input_objects(body) {
+    for fields in inputs {
         match fields.get("type").and_then(Value::as_str) {
             Some("image_url" | "input_image") => images += 1,
             Some(kind @ ("file" | "input_file" | "input_audio")) => {
