@@ -78,8 +78,9 @@ pub fn prepare(
             body.insert("safety_identifier".into(), Value::from(safety_identifier));
         }
     }
+    // Only the model calls' bodies are changed above; the rest go as they came.
     let body = match kind {
-        RouteKind::Other => raw,
+        RouteKind::Other | RouteKind::Embeddings => raw,
         _ => Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::invalid(e.to_string()))?),
     };
     Ok(Prepared {
