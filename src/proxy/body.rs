@@ -188,16 +188,12 @@ fn check_context(
             "'{what}' refers to something stored at the provider, which this service does not allow."
         )));
     }
-    for (field, param) in [
-        ("previous_response_id", "previous_response_id"),
-        ("conversation", "conversation"),
-        ("prompt", "prompt"),
-    ] {
+    for field in ["previous_response_id", "conversation", "prompt"] {
         if body.get(field).is_some_and(|v| !v.is_null()) {
             return Err(ApiError::invalid(format!(
                 "'{field}' refers to context stored at the provider, which this service does not allow."
             ))
-            .param(param));
+            .param(field));
         }
     }
     Ok(())
