@@ -15,8 +15,9 @@ pub struct Prepared {
     pub body: Bytes,
     pub model: Option<String>,
     pub stream: bool,
-    /// The client asked for the usage chunk of a stream itself (else the proxy strips it).
-    pub client_wants_usage: bool,
+    /// The proxy asked for a chat stream's usage chunk on the client's behalf (the client did
+    /// not), so it strips that chunk on the way back.
+    pub strip_usage_chunk: bool,
     /// The most tokens the call can cost: the prompt estimate plus the clamped output.
     pub worst_case_tokens: u64,
 }
@@ -38,20 +39,20 @@ pub fn prepare(
                 body: raw,
                 model: None,
                 stream: false,
-                client_wants_usage: false,
+                strip_usage_chunk: false,
                 worst_case_tokens: 0,
             });
         }
     };
     let model = check_model(&body, config)?;
     let stream = body.get("stream") == Some(&Value::Bool(true));
-    let mut client_wants_usage = false;
+    let mut strip_usage_chunk = false;
     let output = match kind {
         RouteKind::Chat => {
             let choices = choices(&body, config)?;
             let per_choice = clamp_chat_output(&mut body, config.max_output_tokens)?;
             if stream && config.tokens.is_some() {
-                client_wants_usage = ask_for_usage(&mut body)?;
+                strip_usage_chunk = !ask_for_usage(&mut body)?;
             }
             per_choice.saturating_mul(choices)
         }
@@ -87,7 +88,7 @@ pub fn prepare(
         body,
         model,
         stream,
-        client_wants_usage,
+        strip_usage_chunk,
         worst_case_tokens: if kind.has_token_cost() {
             let per_attachment = config.tokens.as_ref().map_or(0, |t| t.attachment_tokens);
             prompt_estimate

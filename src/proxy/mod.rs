@@ -368,9 +368,7 @@ async fn call(
     });
     let reading = Reading {
         kind: route.kind,
-        strip_usage_chunk: prepared.stream
-            && !prepared.client_wants_usage
-            && config.tokens.is_some(),
+        strip_usage_chunk: prepared.strip_usage_chunk,
         reservation,
         slot,
     };
