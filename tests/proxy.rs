@@ -444,6 +444,7 @@ async fn cors_allows_only_the_listed_origins() {
         good.headers()["access-control-allow-origin"],
         "chrome-extension://goodextension"
     );
+    assert_eq!(good.headers()["vary"], "origin");
     assert_eq!(good.headers()["access-control-allow-methods"], "POST");
     assert_eq!(
         good.headers()["access-control-allow-headers"],
