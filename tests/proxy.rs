@@ -444,6 +444,7 @@ async fn cors_allows_only_the_listed_origins() {
         good.headers()["access-control-allow-origin"],
         "chrome-extension://goodextension"
     );
+    assert_eq!(good.headers()["vary"], "origin");
     assert_eq!(good.headers()["access-control-allow-methods"], "POST");
     assert_eq!(
         good.headers()["access-control-allow-headers"],
@@ -699,6 +700,17 @@ async fn the_body_policy_applies_before_anything_is_spent() {
         .unwrap();
     assert_eq!(other_model.status(), 400);
     openai_error(&json_of(other_model).await, "model_not_allowed");
+    // Embeddings bodies are forwarded as they came, but their model is checked all the same.
+    let other_embedding = proxy
+        .post(
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-large", "input": "Hi"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_embedding.status(), 400);
+    openai_error(&json_of(other_embedding).await, "model_not_allowed");
     let too_many = call(json!({"model": "gpt-test", "n": 3, "messages": []}))
         .await
         .unwrap();

@@ -15,8 +15,9 @@ pub struct Prepared {
     pub body: Bytes,
     pub model: Option<String>,
     pub stream: bool,
-    /// The client asked for the usage chunk of a stream itself (else the proxy strips it).
-    pub client_wants_usage: bool,
+    /// The proxy asked for a chat stream's usage chunk on the client's behalf (the client did
+    /// not), so it strips that chunk on the way back.
+    pub strip_usage_chunk: bool,
     /// The most tokens the call can cost: the prompt estimate plus the clamped output.
     pub worst_case_tokens: u64,
 }
@@ -38,20 +39,20 @@ pub fn prepare(
                 body: raw,
                 model: None,
                 stream: false,
-                client_wants_usage: false,
+                strip_usage_chunk: false,
                 worst_case_tokens: 0,
             });
         }
     };
     let model = check_model(&body, config)?;
     let stream = body.get("stream") == Some(&Value::Bool(true));
-    let mut client_wants_usage = false;
+    let mut strip_usage_chunk = false;
     let output = match kind {
         RouteKind::Chat => {
             let choices = choices(&body, config)?;
             let per_choice = clamp_chat_output(&mut body, config.max_output_tokens)?;
             if stream && config.tokens.is_some() {
-                client_wants_usage = ask_for_usage(&mut body)?;
+                strip_usage_chunk = !ask_for_usage(&mut body)?;
             }
             per_choice.saturating_mul(choices)
         }
@@ -60,9 +61,15 @@ pub fn prepare(
     };
     let mut attachments = 0;
     if matches!(kind, RouteKind::Chat | RouteKind::Responses) {
-        check_context(&body, config)?;
+        // Walked once for the two checks that read it, and only when either applies.
+        let inputs = if config.allow_store && config.tokens.is_none() {
+            Vec::new()
+        } else {
+            input_objects(&body)
+        };
+        check_context(&body, &inputs, config)?;
         check_tools(&body, config)?;
-        attachments = count_attachments(&body, config)?;
+        attachments = count_attachments(&inputs, config)?;
         // Priority processing costs more per token than the budget assumes.
         body.remove("service_tier");
         if !config.allow_store {
@@ -72,15 +79,16 @@ pub fn prepare(
             body.insert("safety_identifier".into(), Value::from(safety_identifier));
         }
     }
+    // Only the model calls' bodies are changed above; the rest go as they came.
     let body = match kind {
-        RouteKind::Other => raw,
+        RouteKind::Other | RouteKind::Embeddings => raw,
         _ => Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::invalid(e.to_string()))?),
     };
     Ok(Prepared {
         body,
         model,
         stream,
-        client_wants_usage,
+        strip_usage_chunk,
         worst_case_tokens: if kind.has_token_cost() {
             let per_attachment = config.tokens.as_ref().map_or(0, |t| t.attachment_tokens);
             prompt_estimate
@@ -167,34 +175,36 @@ fn clamp_chat_output(body: &mut Map<String, Value>, cap: Option<u64>) -> Result<
 
 /// Context stored at the provider (an earlier response, a conversation, a saved prompt) is
 /// refused unless storing is allowed: its cost is unknown here, and its id may be anyone's.
-fn check_context(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), ApiError> {
+/// `inputs` are the body's [`input_objects`].
+fn check_context(
+    body: &Map<String, Value>,
+    inputs: &[&Map<String, Value>],
+    config: &ProxyConfig,
+) -> Result<(), ApiError> {
     if config.allow_store {
         return Ok(());
     }
-    if let Some(what) = stored_reference(body) {
+    if let Some(what) = stored_reference(inputs) {
         return Err(ApiError::invalid(format!(
             "'{what}' refers to something stored at the provider, which this service does not allow."
         )));
     }
-    for (field, param) in [
-        ("previous_response_id", "previous_response_id"),
-        ("conversation", "conversation"),
-        ("prompt", "prompt"),
-    ] {
+    for field in ["previous_response_id", "conversation", "prompt"] {
         if body.get(field).is_some_and(|v| !v.is_null()) {
             return Err(ApiError::invalid(format!(
                 "'{field}' refers to context stored at the provider, which this service does not allow."
             ))
-            .param(param));
+            .param(field));
         }
     }
     Ok(())
 }
 
 /// An input item or part that points at something stored at the provider (an earlier item,
-/// an uploaded file) rather than carrying its content.
-fn stored_reference(body: &Map<String, Value>) -> Option<&'static str> {
-    input_objects(body).into_iter().find_map(|fields| {
+/// an uploaded file) rather than carrying its content; `inputs` are the body's
+/// [`input_objects`].
+fn stored_reference(inputs: &[&Map<String, Value>]) -> Option<&'static str> {
+    inputs.iter().find_map(|fields| {
         if fields.get("type").and_then(Value::as_str) == Some("item_reference") {
             Some("item_reference")
         } else if fields.contains_key("file_id") {
@@ -255,13 +265,16 @@ fn check_tools(body: &Map<String, Value>, config: &ProxyConfig) -> Result<(), Ap
 
 /// Content parts whose token cost their bytes do not show (images), counted so the worst case
 /// can allow for each; files and audio, whose cost has no bound here, are refused while token
-/// budgets are kept.
-fn count_attachments(body: &Map<String, Value>, config: &ProxyConfig) -> Result<u64, ApiError> {
+/// budgets are kept. `inputs` are the body's [`input_objects`].
+fn count_attachments(
+    inputs: &[&Map<String, Value>],
+    config: &ProxyConfig,
+) -> Result<u64, ApiError> {
     if config.tokens.is_none() {
         return Ok(0);
     }
     let mut images = 0u64;
-    for fields in input_objects(body) {
+    for fields in inputs {
         match fields.get("type").and_then(Value::as_str) {
             Some("image_url" | "input_image") => images += 1,
             Some(kind @ ("file" | "input_file" | "input_audio")) => {

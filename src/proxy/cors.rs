@@ -46,10 +46,10 @@ impl Cors {
         }
     }
 
-    /// The answer to a preflight for a path the proxy serves with `methods`.
+    /// The answer to a preflight for a path the proxy serves with `methods`; [`decorate`] adds
+    /// the origin headers, as it does to every answer.
     pub fn preflight(
         &self,
-        origin: &HeaderValue,
         methods: &str,
         request: &HeaderMap,
         token_header: Option<&str>,
@@ -69,8 +69,6 @@ impl Cors {
             .collect();
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        headers.insert(header::VARY, HeaderValue::from_static("origin"));
         if let Ok(methods) = HeaderValue::try_from(methods) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
         }
@@ -83,25 +81,26 @@ impl Cors {
         );
         response
     }
+}
 
-    /// Marks an answer to an allowed origin as readable by it.
-    pub fn decorate(origin: &Origin, headers: &mut HeaderMap) {
-        if let Origin::Allowed(origin) = origin {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            headers.insert(header::VARY, HeaderValue::from_static("origin"));
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSED),
-            );
-        }
+/// Marks an answer to an allowed origin as readable by it.
+pub fn decorate(origin: &Origin, headers: &mut HeaderMap) {
+    if let Origin::Allowed(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED),
+        );
     }
+}
 
-    pub fn refused() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_request_error",
-            "This origin may not call this service.",
-        )
-        .code("origin_not_allowed")
-    }
+/// The answer to a browser call from an origin that is not listed.
+pub fn refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "This origin may not call this service.",
+    )
+    .code("origin_not_allowed")
 }

@@ -278,11 +278,14 @@ impl Relay {
         };
         let data = parsed.data.as_ref();
         let (found, strip) = match self.reading.kind {
-            RouteKind::Chat => (
-                usage::from_chat_chunk(data),
-                self.reading.strip_usage_chunk && usage::is_usage_only_chunk(data),
-            ),
-            RouteKind::Responses => (usage::from_responses_event(data), false),
+            RouteKind::Chat => {
+                let chunk = usage::chat_chunk(data);
+                (
+                    chunk.usage,
+                    self.reading.strip_usage_chunk && chunk.usage_only,
+                )
+            }
+            RouteKind::Responses => (usage::from_responses_event(parsed.name, data), false),
             _ => (None, false),
         };
         if let (Some(found), Some(reservation)) = (found, &mut self.reading.reservation) {

@@ -218,7 +218,7 @@ async fn handle(
             error.into_response()
         }
     };
-    config::Cors::decorate(&origin, response.headers_mut());
+    cors::decorate(&origin, response.headers_mut());
     response
 }
 
@@ -263,7 +263,7 @@ async fn call(
         return preflight(proxy, &parts.headers, origin, &path, &on_path);
     }
     if matches!(origin, Origin::Refused) {
-        return Err(config::Cors::refused());
+        return Err(cors::refused());
     }
     let Some(route) = on_path.iter().find(|r| r.method == parts.method) else {
         return Err(ApiError::not_found(parts.method.as_str(), &path));
@@ -368,9 +368,7 @@ async fn call(
     });
     let reading = Reading {
         kind: route.kind,
-        strip_usage_chunk: prepared.stream
-            && !prepared.client_wants_usage
-            && config.tokens.is_some(),
+        strip_usage_chunk: prepared.strip_usage_chunk,
         reservation,
         slot,
     };
@@ -407,8 +405,8 @@ fn preflight(
     path: &str,
     on_path: &[&Route],
 ) -> Result<Response, ApiError> {
-    let Origin::Allowed(origin) = origin else {
-        return Err(config::Cors::refused());
+    let Origin::Allowed(_) = origin else {
+        return Err(cors::refused());
     };
     if on_path.is_empty() {
         return Err(ApiError::not_found("OPTIONS", path));
@@ -422,7 +420,7 @@ fn preflight(
     Ok(proxy
         .config
         .cors
-        .preflight(origin, &methods.join(", "), headers, token))
+        .preflight(&methods.join(", "), headers, token))
 }
 
 /// The body, at most `max_body_bytes` (413), arriving within `body_timeout_ms` (408).

@@ -24,38 +24,53 @@ pub fn from_body(body: &[u8]) -> Option<Usage> {
     from_usage(body.get("usage")?)
 }
 
-/// One streamed Chat Completions chunk (the `data:` payload): its `usage` when present and not
-/// null.
-pub fn from_chat_chunk(data: &str) -> Option<Usage> {
-    let chunk: Value = serde_json::from_str(data).ok()?;
-    from_usage(chunk.get("usage")?)
+/// What one streamed Chat Completions chunk (the `data:` payload) says, read in one parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ChatChunk {
+    /// Its `usage`, when present, not null and usable.
+    pub usage: Option<Usage>,
+    /// It is the usage-only final chunk that `stream_options.include_usage` adds (`choices`
+    /// is an empty array and `usage` is non-null); the proxy strips it when the client did not
+    /// ask for it.
+    pub usage_only: bool,
 }
 
-/// True when the chunk is the usage-only final chunk that `stream_options.include_usage` adds
-/// (`choices` is an empty array and `usage` is non-null); the proxy strips it when the client
-/// did not ask for it.
-pub fn is_usage_only_chunk(data: &str) -> bool {
+/// One streamed Chat Completions chunk (the `data:` payload); nothing when it is not JSON.
+pub fn chat_chunk(data: &str) -> ChatChunk {
     let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-        return false;
+        return ChatChunk::default();
     };
+    let usage = chunk.get("usage").filter(|usage| !usage.is_null());
     let no_choices = chunk
         .get("choices")
         .and_then(Value::as_array)
         .is_some_and(Vec::is_empty);
-    let has_usage = chunk.get("usage").is_some_and(|usage| !usage.is_null());
-    no_choices && has_usage
+    ChatChunk {
+        usage: usage.and_then(from_usage),
+        usage_only: no_choices && usage.is_some(),
+    }
 }
 
-/// One streamed Responses API event (its `data:` payload): the `usage` of its `response` when
-/// `type` is `response.completed` or `response.incomplete` (a response cut short by a token
-/// limit has still used tokens).
-pub fn from_responses_event(data: &str) -> Option<Usage> {
+/// The Responses API events that end a stream having used tokens (a response cut short by a
+/// token limit has still used them).
+const FINISHED: [&str; 2] = ["response.completed", "response.incomplete"];
+
+/// One streamed Responses API event, by its `event:` name and its `data:` payload: the `usage`
+/// of its `response` when its `type` is `response.completed` or `response.incomplete`.
+/// OpenAI names every event after its type, so a named event of another name is not parsed
+/// (the text deltas are most of a stream); an unnamed one is parsed only when its data holds
+/// one of the two types.
+pub fn from_responses_event(name: Option<&str>, data: &str) -> Option<Usage> {
+    let may_finish = match name {
+        Some(name) => FINISHED.contains(&name),
+        None => FINISHED.iter().any(|kind| data.contains(kind)),
+    };
+    if !may_finish {
+        return None;
+    }
     let event: Value = serde_json::from_str(data).ok()?;
-    let finished = matches!(
-        event.get("type").and_then(Value::as_str),
-        Some("response.completed" | "response.incomplete")
-    );
-    if !finished {
+    let kind = event.get("type").and_then(Value::as_str)?;
+    if !FINISHED.contains(&kind) {
         return None;
     }
     from_usage(event.get("response")?.get("usage")?)
@@ -239,35 +254,56 @@ mod tests {
 
     #[test]
     fn chat_chunks_carry_usage_only_when_it_is_set() {
-        assert_eq!(from_chat_chunk(CONTENT_CHUNK), None);
-        assert_eq!(from_chat_chunk(CONTENT_CHUNK_NULL_USAGE), None);
-        assert_eq!(from_chat_chunk(USAGE_ONLY_CHUNK), usage(9, 12));
-        assert_eq!(from_chat_chunk("[DONE]"), None);
+        assert_eq!(chat_chunk(CONTENT_CHUNK).usage, None);
+        assert_eq!(chat_chunk(CONTENT_CHUNK_NULL_USAGE).usage, None);
+        assert_eq!(chat_chunk(USAGE_ONLY_CHUNK).usage, usage(9, 12));
+        assert_eq!(chat_chunk("[DONE]").usage, None);
     }
 
     #[test]
     fn a_content_chunk_with_usage_is_read_too() {
         let chunk = r#"{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
-        assert_eq!(from_chat_chunk(chunk), usage(4, 2));
-        assert!(!is_usage_only_chunk(chunk));
+        assert_eq!(
+            chat_chunk(chunk),
+            ChatChunk {
+                usage: usage(4, 2),
+                usage_only: false
+            }
+        );
     }
 
     #[test]
     fn the_include_usage_final_chunk_is_recognised() {
-        assert!(is_usage_only_chunk(USAGE_ONLY_CHUNK));
+        assert_eq!(
+            chat_chunk(USAGE_ONLY_CHUNK),
+            ChatChunk {
+                usage: usage(9, 12),
+                usage_only: true
+            }
+        );
+        // Recognised by its shape, even when its usage is not usable.
+        assert_eq!(
+            chat_chunk(r#"{"choices":[],"usage":{}}"#),
+            ChatChunk {
+                usage: None,
+                usage_only: true
+            }
+        );
     }
 
     #[test]
     fn other_chunks_are_not_usage_only() {
-        assert!(!is_usage_only_chunk(CONTENT_CHUNK));
-        assert!(!is_usage_only_chunk(CONTENT_CHUNK_NULL_USAGE));
-        assert!(!is_usage_only_chunk(r#"{"choices":[],"usage":null}"#));
-        assert!(!is_usage_only_chunk(r#"{"choices":[]}"#));
-        assert!(!is_usage_only_chunk(
+        let not_usage_only = |chunk: &str| !chat_chunk(chunk).usage_only;
+        assert!(not_usage_only(CONTENT_CHUNK));
+        assert!(not_usage_only(CONTENT_CHUNK_NULL_USAGE));
+        assert!(not_usage_only(r#"{"choices":[],"usage":null}"#));
+        assert!(not_usage_only(r#"{"choices":[]}"#));
+        assert!(not_usage_only(
             r#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#
         ));
-        assert!(!is_usage_only_chunk(r#"{"choices":{},"usage":{}}"#));
-        assert!(!is_usage_only_chunk("[DONE]"));
+        assert!(not_usage_only(r#"{"choices":{},"usage":{}}"#));
+        assert!(not_usage_only("[DONE]"));
+        assert_eq!(chat_chunk("not json"), ChatChunk::default());
     }
 
     fn responses_event(kind: &str, usage: &str) -> String {
@@ -278,29 +314,54 @@ mod tests {
 
     const RESPONSES_USAGE: &str = r#"{"input_tokens":37,"input_tokens_details":{"cached_tokens":0},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":48}"#;
 
+    /// The event as OpenAI streams it: named after its type.
+    fn named(data: &str) -> Option<Usage> {
+        let value: Value = serde_json::from_str(data).ok()?;
+        from_responses_event(value.get("type").and_then(Value::as_str), data)
+    }
+
     #[test]
     fn a_completed_responses_event_carries_usage() {
         let event = responses_event("response.completed", RESPONSES_USAGE);
-        assert_eq!(from_responses_event(&event), usage(37, 11));
+        assert_eq!(named(&event), usage(37, 11));
+        assert_eq!(from_responses_event(None, &event), usage(37, 11));
     }
 
     #[test]
     fn an_incomplete_responses_event_carries_usage() {
         let event = responses_event("response.incomplete", RESPONSES_USAGE);
-        assert_eq!(from_responses_event(&event), usage(37, 11));
+        assert_eq!(named(&event), usage(37, 11));
+        assert_eq!(from_responses_event(None, &event), usage(37, 11));
     }
 
     #[test]
     fn other_responses_events_carry_none() {
         let created = responses_event("response.created", "null");
-        assert_eq!(from_responses_event(&created), None);
-        // Even a usage object on another event type is not the final count.
         let in_progress = responses_event("response.in_progress", RESPONSES_USAGE);
-        assert_eq!(from_responses_event(&in_progress), None);
         let delta = r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi","sequence_number":3}"#;
-        assert_eq!(from_responses_event(delta), None);
         let completed_without_usage = responses_event("response.completed", "null");
-        assert_eq!(from_responses_event(&completed_without_usage), None);
-        assert_eq!(from_responses_event("[DONE]"), None);
+        // Even a usage object on another event type is not the final count.
+        for event in [&created, &in_progress, delta, &completed_without_usage] {
+            assert_eq!(named(event), None, "{event}");
+            assert_eq!(from_responses_event(None, event), None, "{event}");
+        }
+        assert_eq!(from_responses_event(None, "[DONE]"), None);
+    }
+
+    #[test]
+    fn the_event_name_decides_which_events_are_read() {
+        let completed = responses_event("response.completed", RESPONSES_USAGE);
+        // A named event of another type is not read, whatever its data says.
+        let name = Some("response.output_text.delta");
+        assert_eq!(from_responses_event(name, &completed), None);
+        // A finishing name still needs the finishing type in the data.
+        let in_progress = responses_event("response.in_progress", RESPONSES_USAGE);
+        assert_eq!(
+            from_responses_event(Some("response.completed"), &in_progress),
+            None
+        );
+        // Text that merely mentions the type is not the event.
+        let delta = r#"{"type":"response.output_text.delta","delta":"response.completed"}"#;
+        assert_eq!(from_responses_event(None, delta), None);
     }
 }

@@ -54,7 +54,6 @@ pub struct FakeOpenAi {
 struct Shared {
     behaviour: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
-    calls: AtomicUsize,
     /// TCP connections accepted: with pooling, far fewer than calls.
     connections: AtomicUsize,
     release: Semaphore,
@@ -97,7 +96,6 @@ impl FakeOpenAi {
                 completion: 30,
             }),
             received: Mutex::new(Vec::new()),
-            calls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             release: Semaphore::new(0),
             cancelled: AtomicBool::new(false),
@@ -120,7 +118,7 @@ impl FakeOpenAi {
     }
 
     pub fn calls(&self) -> usize {
-        self.state.calls.load(Ordering::SeqCst)
+        self.state.received.lock().unwrap().len()
     }
 
     pub fn connections(&self) -> usize {
@@ -153,7 +151,6 @@ async fn answer(State(state): State<Arc<Shared>>, request: Request) -> Response 
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    state.calls.fetch_add(1, Ordering::SeqCst);
     state.received.lock().unwrap().push(Received {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
