@@ -79,9 +79,11 @@ pub fn prepare(
             body.insert("safety_identifier".into(), Value::from(safety_identifier));
         }
     }
-    // Only the model calls' bodies are changed above; the rest go as they came.
+    // A parsed body goes upstream re-serialised, changed or not, so that what is forwarded is
+    // exactly what was checked: a duplicate `model` key cannot pass the allow-list here and
+    // mean another model to a parser upstream that keeps the first one.
     let body = match kind {
-        RouteKind::Other | RouteKind::Embeddings => raw,
+        RouteKind::Other => raw,
         _ => Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::invalid(e.to_string()))?),
     };
     Ok(Prepared {
