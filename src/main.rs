@@ -12,16 +12,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use tollgate::admin::{Readiness, serve_health};
 use tollgate::clock::SystemClock;
 use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
-use tollgate::proxy::{
-    Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config, serve_proxy,
-};
+use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config};
 use tollgate::rls::GrpcOptions;
-use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve};
+use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve, serve_proxy_alone};
 use tollgate::wire::RequestBounds;
 
 #[derive(Parser)]
@@ -497,31 +494,10 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     tracing::info!(rls = %args.rls_addr, "asking this rate-limit service");
     let proxy = Arc::new(Proxy::new(config, &secrets, Limiter::Remote(remote))?);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let readiness = Arc::new(Readiness::default());
-    if let Some(listener) = admin {
-        let mut registry = prometheus_client::registry::Registry::default();
-        proxy.metrics().register(&mut registry);
+    if let Some(listener) = &admin {
         tracing::info!(addr = %listener.local_addr()?, "HTTP admin (/healthcheck /metrics)");
-        tokio::spawn(serve_health(
-            listener,
-            readiness.clone(),
-            registry,
-            stop.clone(),
-        ));
     }
-    let serving = tokio::spawn(serve_proxy(listener, proxy, stop.clone()));
-    readiness.set(true);
-    shutdown_signal().await;
-    readiness.set(false);
-    stop.cancel();
     let grace = Duration::from_secs(args.drain_grace_secs);
-    match tokio::time::timeout(grace, serving).await {
-        Ok(served) => served??,
-        Err(_) => tracing::warn!(
-            ?grace,
-            "drain grace period ended with calls still in flight"
-        ),
-    }
+    serve_proxy_alone(listener, proxy, admin, grace, shutdown_signal()).await?;
     Ok(())
 }
