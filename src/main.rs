@@ -231,40 +231,31 @@ fn validate(
     let Some(proxy_path) = proxy_config else {
         return Ok(ExitCode::SUCCESS);
     };
-    match load_proxy_config(proxy_path) {
-        Ok(proxy) if config.domains.contains_key(&proxy.domain) => {
-            let routes: Vec<String> = proxy
-                .routes
-                .iter()
-                .map(|r| format!("{} {}", r.method, r.pattern))
-                .collect();
-            println!(
-                "proxy {}: domain {}, upstream {}, routes: {} (environment variables are read \
-                 only when it starts)",
-                proxy_path.display(),
-                proxy.domain,
-                proxy.upstream,
-                routes.join(", ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(proxy) => {
-            eprintln!("{}", missing_domain(&proxy, proxy_path));
-            Ok(ExitCode::FAILURE)
-        }
+    let proxy = match load_proxy_config(proxy_path) {
+        Ok(proxy) => proxy,
         Err(errors) => {
             eprintln!("{errors}");
-            Ok(ExitCode::FAILURE)
+            return Ok(ExitCode::FAILURE);
         }
+    };
+    if let Err(e) = proxy.check_domain(&config) {
+        eprintln!("{}: {e}", proxy_path.display());
+        return Ok(ExitCode::FAILURE);
     }
-}
-
-fn missing_domain(proxy: &ProxyConfig, path: &std::path::Path) -> String {
-    format!(
-        "{}: the proxy's domain '{}' is not in the rate-limit config: it would limit nothing",
-        path.display(),
-        proxy.domain
-    )
+    let routes: Vec<String> = proxy
+        .routes
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.pattern))
+        .collect();
+    println!(
+        "proxy {}: domain {}, upstream {}, routes: {} (environment variables are read only when \
+         it starts)",
+        proxy_path.display(),
+        proxy.domain,
+        proxy.upstream,
+        routes.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<RateLimitConfig> {
@@ -291,9 +282,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (proxy, secrets) = load_proxy(path, args.proxy_addr)?;
             // `server::serve` refuses it too; here it is refused before anything is bound.
-            if !config.domains.contains_key(&proxy.domain) {
-                anyhow::bail!("{}", missing_domain(&proxy, path));
-            }
+            proxy
+                .check_domain(&config)
+                .with_context(|| path.display().to_string())?;
             Some((proxy, secrets))
         }
         None => None,

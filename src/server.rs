@@ -21,6 +21,7 @@ use crate::admin::{AdminOptions, Readiness, serve_admin, serve_health};
 use crate::clock::SharedClock;
 use crate::config::RateLimitConfig;
 use crate::engine::{Engine, EngineOptions};
+use crate::proxy::config::{DomainNotLoaded, check_domain};
 use crate::proxy::{Limiter, Proxy, ProxyConfig, ProxyError, Secrets, serve_proxy};
 use crate::rls::{GrpcError, GrpcOptions, serve_grpc, set_health};
 
@@ -68,8 +69,8 @@ pub enum ServeError {
     Grpc(#[from] GrpcError),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
-    #[error("the proxy's domain '{0}' is not in the rate-limit config: it would limit nothing")]
-    ProxyDomain(String),
+    #[error(transparent)]
+    ProxyDomain(#[from] DomainNotLoaded),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     #[error("proxy server failed: {0}")]
@@ -92,10 +93,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let proxy_domain = listeners.proxy.as_ref().map(|p| p.config.domain.clone());
-    if let Some(domain) = &proxy_domain
-        && !config.domains.contains_key(domain)
-    {
-        return Err(ServeError::ProxyDomain(domain.clone()));
+    if let Some(proxy) = &listeners.proxy {
+        proxy.config.check_domain(&config)?;
     }
     let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
     let mut registry = Registry::default();
@@ -162,15 +161,20 @@ pub async fn serve(
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     reload = reloads.recv() => match reload {
-                        Some(config) if proxy_domain.as_ref().is_some_and(|d| !config.domains.contains_key(d)) => {
-                            tracing::error!(
-                                domain = proxy_domain.as_deref().unwrap_or_default(),
-                                "reload refused: the proxy's domain is missing from the new config"
-                            );
-                        }
                         Some(config) => {
-                            engine.replace_config(config);
-                            tracing::info!("configuration reloaded");
+                            let checked = match &proxy_domain {
+                                Some(domain) => check_domain(domain, &config),
+                                None => Ok(()),
+                            };
+                            match checked {
+                                Ok(()) => {
+                                    engine.replace_config(config);
+                                    tracing::info!("configuration reloaded");
+                                }
+                                Err(e) => tracing::error!(
+                                    "reload refused, keeping the config in force: {e}"
+                                ),
+                            }
                         }
                         // Nobody can reload any more; keep serving what we have.
                         None => {

@@ -12,6 +12,7 @@ use reqwest::Url;
 use saphyr::{MarkedYaml, Marker};
 
 use super::route::Route;
+use crate::config::RateLimitConfig;
 use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::yaml::{self, Fields, Reader};
 
@@ -108,6 +109,27 @@ pub struct ProxyConfig {
     /// Longest silence while a response body is streaming.
     pub upstream_idle_timeout: Duration,
     pub tokens: Option<TokenBudget>,
+}
+
+impl ProxyConfig {
+    /// Whether the rate-limit config `rules` has the proxy's domain; see [`check_domain`].
+    pub fn check_domain(&self, rules: &RateLimitConfig) -> Result<(), DomainNotLoaded> {
+        check_domain(&self.domain, rules)
+    }
+}
+
+/// A proxy domain missing from the rate-limit config: every call would be an unknown domain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the proxy's domain '{0}' is not in the rate-limit config: it would limit nothing")]
+pub struct DomainNotLoaded(pub String);
+
+/// Refuses a proxy asking about `domain` with rules that do not have it: it would limit nothing.
+pub fn check_domain(domain: &str, rules: &RateLimitConfig) -> Result<(), DomainNotLoaded> {
+    if rules.domains.contains_key(domain) {
+        Ok(())
+    } else {
+        Err(DomainNotLoaded(domain.to_owned()))
+    }
 }
 
 /// What the proxy answers when the decision service fails or answers nonsense.

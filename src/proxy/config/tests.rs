@@ -184,3 +184,18 @@ fn an_upstream_ca_file_must_hold_certificates() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn the_domain_must_be_in_the_rate_limit_config() {
+    let config = parse_proxy_config("proxy.yaml", GOOD).unwrap();
+    let rules = |yaml: &str| {
+        let sources = [("limits.yaml".to_owned(), yaml.to_owned())];
+        crate::config::load::load_sources(&sources, &Default::default()).unwrap()
+    };
+    assert_eq!(config.check_domain(&rules("domain: ask-ai\n")), Ok(()));
+    let missing = config.check_domain(&rules("domain: other\n")).unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "the proxy's domain 'ask-ai' is not in the rate-limit config: it would limit nothing"
+    );
+}
