@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use tollgate::clock::SystemClock;
-use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
+use tollgate::config::{
+    ConfigErrors, LoadOptions, RateLimitConfig, default::default_config, load::load_path,
+};
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
 use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config};
@@ -216,11 +218,7 @@ fn validate(
     merge_domains: bool,
     proxy_config: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = match path {
-        Some(path) => load_path(path, &LoadOptions { merge_domains }),
-        None => default_config(),
-    };
-    let config = match loaded {
+    let config = match load_rules(path, merge_domains) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -258,17 +256,21 @@ fn validate(
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_config(args: &ServeArgs) -> anyhow::Result<RateLimitConfig> {
-    let loaded = match &args.config {
-        Some(path) => load_path(
-            path,
-            &LoadOptions {
-                merge_domains: args.merge_domains,
-            },
-        ),
+/// The rate-limit rules at `path` (a file or a directory), or without one the embedded default.
+fn load_rules(
+    path: Option<&std::path::Path>,
+    merge_domains: bool,
+) -> Result<RateLimitConfig, ConfigErrors> {
+    match path {
+        Some(path) => load_path(path, &LoadOptions { merge_domains }),
         None => default_config(),
-    };
-    loaded.map_err(|errors| anyhow::anyhow!("the config is not valid:\n{errors}"))
+    }
+}
+
+/// The rules `serve` is given, at start and on SIGHUP.
+fn load_config(args: &ServeArgs) -> anyhow::Result<RateLimitConfig> {
+    load_rules(args.config.as_deref(), args.merge_domains)
+        .map_err(|errors| anyhow::anyhow!("the config is not valid:\n{errors}"))
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
