@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use ipnet::IpNet;
 use reqwest::Url;
-use saphyr::{MarkedYaml, Marker};
+use saphyr::MarkedYaml;
 
 use super::route::Route;
 use crate::config::RateLimitConfig;
-use crate::config::error::{ConfigError, ConfigErrors};
+use crate::config::error::ConfigErrors;
 use crate::config::yaml::{self, Fields, Reader};
 
 const TOP_KEYS: &[&str] = &[
@@ -258,33 +258,21 @@ impl DescriptorTemplate {
 
 /// Reads and checks the proxy config file.
 pub fn load_proxy_config(path: &Path) -> Result<ProxyConfig, ConfigErrors> {
-    let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_proxy_config(&name, &text),
-        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
-            name,
-            format!("cannot read: {e}"),
-        )])),
-    }
+    let text = yaml::read_file(path).map_err(|e| ConfigErrors(vec![e]))?;
+    parse_proxy_config(&path.display().to_string(), &text)
 }
 
 /// Checks a proxy config given as text; `file` names it in errors.
 pub fn parse_proxy_config(file: &str, text: &str) -> Result<ProxyConfig, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut reader = Reader::new(file, text, &mut errors);
-    let config = match yaml::parse(text) {
-        Ok(docs) => match docs.first() {
-            Some(top) => reader.proxy(top),
-            None => {
-                reader.error_at(Marker::new(0, 1, 0), "no YAML document: expected a mapping");
-                None
-            }
-        },
-        Err(e) => {
-            reader.error_at(*e.marker(), format!("invalid YAML: {}", e.info()));
-            None
-        }
-    };
+    let config = yaml::read_document(
+        file,
+        text,
+        &mut errors,
+        "a mapping",
+        "the proxy config is one document",
+        |reader, top| reader.proxy(top),
+    );
     match config {
         Some(config) if errors.is_empty() => Ok(config),
         _ => {

@@ -199,3 +199,42 @@ fn the_domain_must_be_in_the_rate_limit_config() {
         "the proxy's domain 'ask-ai' is not in the rate-limit config: it would limit nothing"
     );
 }
+
+#[test]
+fn a_leading_byte_order_mark_is_not_part_of_the_file() {
+    let config = parse_proxy_config("proxy.yaml", &format!("\u{feff}{GOOD}")).unwrap();
+    assert_eq!(config.listen.port(), 9999);
+    assert_eq!(config.domain, "ask-ai");
+}
+
+#[test]
+fn a_byte_order_mark_in_a_file_on_disk_is_skipped_too() {
+    let path = std::env::temp_dir().join(format!("tollgate-bom-{}.yaml", std::process::id()));
+    std::fs::write(&path, format!("\u{feff}{GOOD}")).unwrap();
+    let loaded = load_proxy_config(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(loaded.unwrap().domain, "ask-ai");
+}
+
+#[test]
+fn a_second_yaml_document_is_refused_not_ignored() {
+    let text = format!("{GOOD}---\ndomain: other\n");
+    // Reported where the second document's content starts, after its `---`.
+    let line = text.lines().count();
+    assert_eq!(
+        errors(&text),
+        [format!(
+            "proxy.yaml:{line}:1: a second YAML document: the proxy config is one document"
+        )]
+    );
+}
+
+#[test]
+fn an_empty_file_or_invalid_yaml_is_refused() {
+    assert_eq!(
+        errors(""),
+        ["proxy.yaml:1:1: no YAML document: expected a mapping"]
+    );
+    let invalid = errors("domain: [ask-ai\n");
+    assert!(invalid[0].contains("invalid YAML"), "{invalid:?}");
+}
