@@ -1,7 +1,7 @@
 //! The proxy's configuration file: its model and its loading, with every problem reported at
 //! its file, line and column, and any problem refusing the whole file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -54,7 +54,8 @@ const ENTRY_KEYS: &[&str] = &["key", "value"];
 const CORS_KEYS: &[&str] = &["allowed_origins", "max_age_secs"];
 const TOKEN_KEYS: &[&str] = &["descriptors", "bytes_per_token", "attachment_tokens"];
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+/// Where the proxy listens without `listen:` (or `--proxy-addr`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8090);
 
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -286,7 +287,8 @@ pub fn parse_proxy_config(file: &str, text: &str) -> Result<ProxyConfig, ConfigE
 impl Reader<'_, '_> {
     fn proxy(&mut self, top: &MarkedYaml<'_>) -> Option<ProxyConfig> {
         let f = self.fields(top, TOP_KEYS, "the proxy config")?;
-        let listen = self.parsed(&f, "listen", "an address such as 127.0.0.1:8090");
+        let example = format!("an address such as {DEFAULT_LISTEN}");
+        let listen = self.parsed(&f, "listen", &example);
         let upstream = self.upstream(&f);
         let domain = self.required_text(&f, "domain", "the proxy config");
         let descriptors = match f.get("descriptors") {
@@ -328,7 +330,7 @@ impl Reader<'_, '_> {
         let models = self.list_of(&f, "models", |text| Ok(text.to_owned()));
         let max_streams: Option<u32> = self.parsed(&f, "max_streams_per_client", "a count");
         let config = ProxyConfig {
-            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
+            listen: listen.unwrap_or(DEFAULT_LISTEN),
             enabled: self.flag_or(&f, "enabled", true),
             upstream: upstream?,
             upstream_roots: self.ca_file(&f),

@@ -238,3 +238,15 @@ fn an_empty_file_or_invalid_yaml_is_refused() {
     let invalid = errors("domain: [ask-ai\n");
     assert!(invalid[0].contains("invalid YAML"), "{invalid:?}");
 }
+
+#[test]
+fn without_listen_the_proxy_listens_on_the_default() {
+    let text = GOOD.replace("listen: 127.0.0.1:9999\n", "");
+    let config = parse_proxy_config("proxy.yaml", &text).unwrap();
+    assert_eq!(config.listen, DEFAULT_LISTEN);
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8090");
+    assert_eq!(
+        errors(&GOOD.replace("127.0.0.1:9999", "nowhere")),
+        ["proxy.yaml:1:9: 'listen' must be an address such as 127.0.0.1:8090, found 'nowhere'"]
+    );
+}
