@@ -12,16 +12,15 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use tollgate::admin::{Readiness, serve_health};
 use tollgate::clock::SystemClock;
-use tollgate::config::{LoadOptions, RateLimitConfig, default::default_config, load::load_path};
+use tollgate::config::{
+    ConfigErrors, LoadOptions, RateLimitConfig, default::default_config, load::load_path,
+};
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
-use tollgate::proxy::{
-    Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config, serve_proxy,
-};
+use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config};
 use tollgate::rls::GrpcOptions;
-use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve};
+use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve, serve_proxy_alone};
 use tollgate::wire::RequestBounds;
 
 #[derive(Parser)]
@@ -219,11 +218,7 @@ fn validate(
     merge_domains: bool,
     proxy_config: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = match path {
-        Some(path) => load_path(path, &LoadOptions { merge_domains }),
-        None => default_config(),
-    };
-    let config = match loaded {
+    let config = match load_rules(path, merge_domains) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -234,53 +229,48 @@ fn validate(
     let Some(proxy_path) = proxy_config else {
         return Ok(ExitCode::SUCCESS);
     };
-    match load_proxy_config(proxy_path) {
-        Ok(proxy) if config.domains.contains_key(&proxy.domain) => {
-            let routes: Vec<String> = proxy
-                .routes
-                .iter()
-                .map(|r| format!("{} {}", r.method, r.pattern))
-                .collect();
-            println!(
-                "proxy {}: domain {}, upstream {}, routes: {} (environment variables are read \
-                 only when it starts)",
-                proxy_path.display(),
-                proxy.domain,
-                proxy.upstream,
-                routes.join(", ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(proxy) => {
-            eprintln!("{}", missing_domain(&proxy, proxy_path));
-            Ok(ExitCode::FAILURE)
-        }
+    let proxy = match load_proxy_config(proxy_path) {
+        Ok(proxy) => proxy,
         Err(errors) => {
             eprintln!("{errors}");
-            Ok(ExitCode::FAILURE)
+            return Ok(ExitCode::FAILURE);
         }
+    };
+    if let Err(e) = proxy.check_domain(&config) {
+        eprintln!("{}: {e}", proxy_path.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let routes: Vec<String> = proxy
+        .routes
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.pattern))
+        .collect();
+    println!(
+        "proxy {}: domain {}, upstream {}, routes: {} (environment variables are read only when \
+         it starts)",
+        proxy_path.display(),
+        proxy.domain,
+        proxy.upstream,
+        routes.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rate-limit rules at `path` (a file or a directory), or without one the embedded default.
+fn load_rules(
+    path: Option<&std::path::Path>,
+    merge_domains: bool,
+) -> Result<RateLimitConfig, ConfigErrors> {
+    match path {
+        Some(path) => load_path(path, &LoadOptions { merge_domains }),
+        None => default_config(),
     }
 }
 
-fn missing_domain(proxy: &ProxyConfig, path: &std::path::Path) -> String {
-    format!(
-        "{}: the proxy's domain '{}' is not in the rate-limit config: it would limit nothing",
-        path.display(),
-        proxy.domain
-    )
-}
-
+/// The rules `serve` is given, at start and on SIGHUP.
 fn load_config(args: &ServeArgs) -> anyhow::Result<RateLimitConfig> {
-    let loaded = match &args.config {
-        Some(path) => load_path(
-            path,
-            &LoadOptions {
-                merge_domains: args.merge_domains,
-            },
-        ),
-        None => default_config(),
-    };
-    loaded.map_err(|errors| anyhow::anyhow!("the config is not valid:\n{errors}"))
+    load_rules(args.config.as_deref(), args.merge_domains)
+        .map_err(|errors| anyhow::anyhow!("the config is not valid:\n{errors}"))
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -294,9 +284,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (proxy, secrets) = load_proxy(path, args.proxy_addr)?;
             // `server::serve` refuses it too; here it is refused before anything is bound.
-            if !config.domains.contains_key(&proxy.domain) {
-                anyhow::bail!("{}", missing_domain(&proxy, path));
-            }
+            proxy
+                .check_domain(&config)
+                .with_context(|| path.display().to_string())?;
             Some((proxy, secrets))
         }
         None => None,
@@ -497,31 +487,10 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     tracing::info!(rls = %args.rls_addr, "asking this rate-limit service");
     let proxy = Arc::new(Proxy::new(config, &secrets, Limiter::Remote(remote))?);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let readiness = Arc::new(Readiness::default());
-    if let Some(listener) = admin {
-        let mut registry = prometheus_client::registry::Registry::default();
-        proxy.metrics().register(&mut registry);
+    if let Some(listener) = &admin {
         tracing::info!(addr = %listener.local_addr()?, "HTTP admin (/healthcheck /metrics)");
-        tokio::spawn(serve_health(
-            listener,
-            readiness.clone(),
-            registry,
-            stop.clone(),
-        ));
     }
-    let serving = tokio::spawn(serve_proxy(listener, proxy, stop.clone()));
-    readiness.set(true);
-    shutdown_signal().await;
-    readiness.set(false);
-    stop.cancel();
     let grace = Duration::from_secs(args.drain_grace_secs);
-    match tokio::time::timeout(grace, serving).await {
-        Ok(served) => served??,
-        Err(_) => tracing::warn!(
-            ?grace,
-            "drain grace period ended with calls still in flight"
-        ),
-    }
+    serve_proxy_alone(listener, proxy, admin, grace, shutdown_signal()).await?;
     Ok(())
 }

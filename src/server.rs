@@ -3,7 +3,8 @@
 //! Every task runs in one `JoinSet` under one cancellation token. Shutdown (the `shutdown`
 //! future resolving) marks the service NOT_SERVING, stops accepting, lets in-flight calls
 //! finish within a grace period, and reports whether they did. A task that fails takes the
-//! whole service down with its error, never silently.
+//! whole service down with its error, never silently. The proxy alone (`tollgate proxy`) runs
+//! the same way, with its own servers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +15,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
-use crate::admin::{AdminOptions, Readiness, serve_admin};
+use crate::admin::{AdminOptions, Readiness, serve_admin, serve_health};
 use crate::clock::SharedClock;
 use crate::config::RateLimitConfig;
 use crate::engine::{Engine, EngineOptions};
+use crate::proxy::config::{DomainNotLoaded, check_domain};
 use crate::proxy::{Limiter, Proxy, ProxyConfig, ProxyError, Secrets, serve_proxy};
 use crate::rls::{GrpcError, GrpcOptions, serve_grpc, set_health};
 
@@ -66,8 +69,8 @@ pub enum ServeError {
     Grpc(#[from] GrpcError),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
-    #[error("the proxy's domain '{0}' is not in the rate-limit config: it would limit nothing")]
-    ProxyDomain(String),
+    #[error(transparent)]
+    ProxyDomain(#[from] DomainNotLoaded),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     #[error("proxy server failed: {0}")]
@@ -90,10 +93,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let proxy_domain = listeners.proxy.as_ref().map(|p| p.config.domain.clone());
-    if let Some(domain) = &proxy_domain
-        && !config.domains.contains_key(domain)
-    {
-        return Err(ServeError::ProxyDomain(domain.clone()));
+    if let Some(proxy) = &listeners.proxy {
+        proxy.config.check_domain(&config)?;
     }
     let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
     let mut registry = Registry::default();
@@ -160,15 +161,20 @@ pub async fn serve(
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     reload = reloads.recv() => match reload {
-                        Some(config) if proxy_domain.as_ref().is_some_and(|d| !config.domains.contains_key(d)) => {
-                            tracing::error!(
-                                domain = proxy_domain.as_deref().unwrap_or_default(),
-                                "reload refused: the proxy's domain is missing from the new config"
-                            );
-                        }
                         Some(config) => {
-                            engine.replace_config(config);
-                            tracing::info!("configuration reloaded");
+                            let checked = match &proxy_domain {
+                                Some(domain) => check_domain(domain, &config),
+                                None => Ok(()),
+                            };
+                            match checked {
+                                Ok(()) => {
+                                    engine.replace_config(config);
+                                    tracing::info!("configuration reloaded");
+                                }
+                                Err(e) => tracing::error!(
+                                    "reload refused, keeping the config in force: {e}"
+                                ),
+                            }
                         }
                         // Nobody can reload any more; keep serving what we have.
                         None => {
@@ -181,15 +187,87 @@ pub async fn serve(
         });
     }
     // The config was loaded before we were called and every listener is bound: serving.
-    set_health(&reporter, ServingStatus::Serving).await;
-    readiness.set(true);
+    let ready = Ready {
+        readiness: &readiness,
+        grpc: Some(&reporter),
+    };
+    supervise(tasks, ready, stop, options.drain_grace, shutdown).await
+}
 
+/// Serves the proxy alone (`tollgate proxy`: it asks a rate-limit service over gRPC) on
+/// `listener` until `shutdown` resolves, then drains within `grace`. With `health`, serves
+/// `/healthcheck` and `/metrics` (the proxy's counters) there too. Either server stopping
+/// before shutdown was asked for is an error.
+pub async fn serve_proxy_alone(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    health: Option<TcpListener>,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let readiness = Arc::new(Readiness::default());
+    let stop = CancellationToken::new();
+    let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
+    if let Some(listener) = health {
+        let mut registry = Registry::default();
+        proxy.metrics().register(&mut registry);
+        let (readiness, stop) = (readiness.clone(), stop.clone());
+        tasks.spawn(async move { Ok(serve_health(listener, readiness, registry, stop).await?) });
+    }
+    {
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            serve_proxy(listener, proxy, stop)
+                .await
+                .map_err(ServeError::ProxyServer)
+        });
+    }
+    let ready = Ready {
+        readiness: &readiness,
+        grpc: None,
+    };
+    supervise(tasks, ready, stop, grace, shutdown).await
+}
+
+/// What says whether the service is serving: `/healthcheck`, and gRPC health where there is a
+/// gRPC server.
+struct Ready<'a> {
+    readiness: &'a Readiness,
+    grpc: Option<&'a HealthReporter>,
+}
+
+impl Ready<'_> {
+    async fn serving(&self) {
+        if let Some(reporter) = self.grpc {
+            set_health(reporter, ServingStatus::Serving).await;
+        }
+        self.readiness.set(true);
+    }
+
+    async fn not_serving(&self) {
+        self.readiness.set(false);
+        if let Some(reporter) = self.grpc {
+            set_health(reporter, ServingStatus::NotServing).await;
+        }
+    }
+}
+
+/// Marks the service serving and runs `tasks` until `shutdown` resolves or the first of them
+/// ends; then marks it not serving, cancels `stop` and lets the tasks finish within `grace`.
+/// A task ending before shutdown was asked for is a failure, even if it returned `Ok`.
+async fn supervise(
+    mut tasks: JoinSet<Result<(), ServeError>>,
+    ready: Ready<'_>,
+    stop: CancellationToken,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    ready.serving().await;
     let early = tokio::select! {
         _ = shutdown => None,
         done = tasks.join_next() => done,
     };
-    readiness.set(false);
-    set_health(&reporter, ServingStatus::NotServing).await;
+    ready.not_serving().await;
     stop.cancel();
     if let Some(done) = early {
         // A server stopped on its own: that is a failure even if it returned Ok.
@@ -197,8 +275,8 @@ pub async fn serve(
         done??;
         return Err(ServeError::StoppedEarly);
     }
-    tracing::info!(grace = ?options.drain_grace, "draining");
-    let drained = tokio::time::timeout(options.drain_grace, async {
+    tracing::info!(?grace, "draining");
+    let drained = tokio::time::timeout(grace, async {
         while let Some(done) = tasks.join_next().await {
             done??;
         }
@@ -227,4 +305,80 @@ async fn run_grpc(
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
     Ok(serve_grpc(listener, engine, options, health, stop).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(readiness: &Readiness) -> Ready<'_> {
+        Ready {
+            readiness,
+            grpc: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_before_shutdown_is_an_error_and_ends_readiness() {
+        let readiness = Readiness::default();
+        let stop = CancellationToken::new();
+        let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
+        tasks.spawn(async { Ok(()) });
+        let waiting = stop.clone();
+        tasks.spawn(async move {
+            waiting.cancelled().await;
+            Ok(())
+        });
+        let never = std::future::pending::<()>();
+        let served = supervise(
+            tasks,
+            ready(&readiness),
+            stop.clone(),
+            Duration::ZERO,
+            never,
+        );
+        assert!(matches!(served.await, Err(ServeError::StoppedEarly)));
+        assert!(!readiness.is_serving());
+        assert!(stop.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_task_failing_before_shutdown_gives_its_error() {
+        let readiness = Readiness::default();
+        let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
+        tasks.spawn(async { Err(ServeError::ProxyServer(std::io::Error::other("gone"))) });
+        let never = std::future::pending::<()>();
+        let stop = CancellationToken::new();
+        let served = supervise(tasks, ready(&readiness), stop, Duration::ZERO, never);
+        let error = served.await.unwrap_err();
+        assert_eq!(error.to_string(), "proxy server failed: gone");
+    }
+
+    #[tokio::test]
+    async fn shutdown_marks_not_serving_cancels_and_drains() {
+        let readiness = Readiness::default();
+        let stop = CancellationToken::new();
+        let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
+        let waiting = stop.clone();
+        tasks.spawn(async move {
+            waiting.cancelled().await;
+            Ok(())
+        });
+        let (asked, shutdown) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = shutdown.await;
+        };
+        let grace = Duration::from_secs(5);
+        let served = supervise(tasks, ready(&readiness), stop.clone(), grace, shutdown);
+        let ask = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Serving until shutdown is asked for.
+            assert!(readiness.is_serving());
+            let _ = asked.send(());
+        };
+        let (served, ()) = tokio::join!(served, ask);
+        served.unwrap();
+        assert!(!readiness.is_serving());
+        assert!(stop.is_cancelled());
+    }
 }

@@ -1287,3 +1287,54 @@ async fn the_proxys_calls_and_tokens_are_counted_on_metrics() {
         assert!(metrics.contains(&line), "no '{line}' in:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn the_proxy_alone_is_ready_while_it_serves_and_drains_on_shutdown() {
+    let server = common::TestServer::start(LIMITS).await;
+    let upstream = common::openai::FakeOpenAi::start().await;
+    let config = common::proxy::proxy_config(PROXY, &upstream);
+    let remote = tollgate::proxy::Remote::new(&server.grpc_url(), Duration::from_secs(5)).unwrap();
+    let limiter = tollgate::proxy::Limiter::Remote(remote);
+    let proxy = tollgate::proxy::Proxy::new(config, &common::proxy::secrets(), limiter).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (proxy_addr, health_addr) = (listener.local_addr().unwrap(), health.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(tollgate::server::serve_proxy_alone(
+        listener,
+        proxy.into(),
+        Some(health),
+        Duration::from_secs(5),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let chat = reqwest::Client::new()
+        .post(format!("http://{proxy_addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "gpt-test", "messages": [{"role": "user", "content": "Hi"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let healthcheck = reqwest::get(format!("http://{health_addr}/healthcheck"))
+        .await
+        .unwrap();
+    assert_eq!(healthcheck.status(), 200);
+    let metrics = reqwest::get(format!("http://{health_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let forwarded = "tollgate_proxy_calls_total{outcome=\"forwarded\"} 1";
+    assert!(metrics.contains(forwarded), "{metrics}");
+    stop.send(()).unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the proxy did not drain");
+    served.unwrap().unwrap();
+}

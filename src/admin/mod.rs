@@ -78,16 +78,12 @@ pub async fn serve_admin(
         },
         json: Arc::new(json::JsonCodec::new().map_err(std::io::Error::other)?),
     };
-    let app = Router::new()
-        .route("/healthcheck", get(healthcheck))
+    let app = health_routes()
         .route("/json", post(json::should_rate_limit))
-        .route("/metrics", get(metrics))
         .route("/rlconfig", get(rlconfig))
         .layer(axum::extract::DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve_until(listener, app, shutdown).await
 }
 
 /// The admin port of `tollgate proxy`, which holds no engine: `/healthcheck` and `/metrics`.
@@ -101,12 +97,28 @@ pub async fn serve_health(
         readiness,
         registry: Arc::new(registry),
     };
-    let app = Router::new()
+    serve_until(listener, health_routes().with_state(health), shutdown).await
+}
+
+/// `/healthcheck` and `/metrics`, on either port.
+fn health_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Health: FromRef<S>,
+{
+    Router::new()
         .route("/healthcheck", get(healthcheck))
         .route("/metrics", get(metrics))
-        .with_state(health);
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets calls in flight finish.
+async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 

@@ -13,7 +13,7 @@ use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use saphyr::{MarkedYaml, Marker, YamlData};
+use saphyr::{MarkedYaml, YamlData};
 use serde_json::Value as Json;
 
 pub use super::error::{ConfigError, ConfigErrors};
@@ -93,10 +93,9 @@ fn read_path(path: &Path) -> Result<Vec<(String, String)>, ConfigErrors> {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        let name = file.display().to_string();
-        match fs::read_to_string(&file) {
-            Ok(text) => sources.push((name, text)),
-            Err(e) => errors.push(ConfigError::whole_file(name, format!("cannot read: {e}"))),
+        match yaml::read_file(&file) {
+            Ok(text) => sources.push((file.display().to_string(), text)),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
@@ -250,31 +249,18 @@ fn earlier(first: &SourcePos, here: &SourcePos) -> String {
 /// Reads one source into its domain, recording every problem found on the way. `None` when there
 /// is no domain name to file it under (the problem is recorded).
 fn read_source(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<FileDomain> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut reader = Reader::new(file, text, errors);
-    match yaml::parse(text) {
-        Ok(docs) => reader.document(&docs),
-        Err(e) => {
-            reader.error_at(*e.marker(), format!("invalid YAML: {}", e.info()));
-            None
-        }
-    }
+    yaml::read_document(
+        file,
+        text,
+        errors,
+        "a mapping with a 'domain' key",
+        "a file holds one domain",
+        |reader, top| reader.domain(top),
+    )
 }
 
 /// The configuration format, read on top of the generic [`Reader`].
 impl Reader<'_, '_> {
-    fn document(&mut self, docs: &[MarkedYaml<'_>]) -> Option<FileDomain> {
-        let Some(top) = docs.first() else {
-            let message = "no YAML document: expected a mapping with a 'domain' key";
-            self.error_at(Marker::new(0, 1, 0), message);
-            return None;
-        };
-        if let Some(second) = docs.get(1) {
-            self.error(second, "a second YAML document: a file holds one domain");
-        }
-        self.domain(top)
-    }
-
     fn domain(&mut self, node: &MarkedYaml<'_>) -> Option<FileDomain> {
         let f = self.fields(node, TOP_KEYS, "the top level")?;
         let name = self.required_text(&f, "domain", "the top level");

@@ -1,7 +1,10 @@
 //! Reading a saphyr YAML tree with positions: typed access to mappings, lists and scalars that
 //! records a positioned error for every node of the wrong shape and carries on. Knows nothing of
-//! the configuration format, which `load.rs` writes on top of [`Reader`].
+//! the configuration format, which `load.rs` writes on top of [`Reader`]. Also the start every
+//! file format shares: reading the file and taking its one document ([`read_file`],
+//! [`read_document`]).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Marker, Scalar, ScanError, YamlData};
@@ -19,6 +22,45 @@ const MAX_DEPTH: usize = 128;
 pub(crate) fn parse(text: &str) -> Result<Vec<MarkedYaml<'_>>, ScanError> {
     check_depth(text)?;
     MarkedYaml::load_from_str(text)
+}
+
+/// The text of the file at `path`; an unreadable file is one error naming it, with no position.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::whole_file(path.display().to_string(), format!("cannot read: {e}"))
+    })
+}
+
+/// Reads the one YAML document of `text` (the source named `file`) with `read`, after a leading
+/// byte-order mark. Invalid YAML, no document (expecting `expected`) and a second document
+/// (`one_document` says why not) are recorded in `errors`; `None` when there is no document
+/// to read or `read` gives none.
+pub(crate) fn read_document<T>(
+    file: &str,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+    expected: &str,
+    one_document: &str,
+    read: impl FnOnce(&mut Reader<'_, '_>, &MarkedYaml<'_>) -> Option<T>,
+) -> Option<T> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = Reader::new(file, text, errors);
+    let docs = match parse(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            reader.error_at(*e.marker(), format!("invalid YAML: {}", e.info()));
+            return None;
+        }
+    };
+    let Some(top) = docs.first() else {
+        let message = format!("no YAML document: expected {expected}");
+        reader.error_at(Marker::new(0, 1, 0), message);
+        return None;
+    };
+    if let Some(second) = docs.get(1) {
+        reader.error(second, format!("a second YAML document: {one_document}"));
+    }
+    read(&mut reader, top)
 }
 
 /// Walks the parser's events once, only to refuse nesting deeper than [`MAX_DEPTH`] before

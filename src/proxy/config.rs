@@ -1,7 +1,7 @@
 //! The proxy's configuration file: its model and its loading, with every problem reported at
 //! its file, line and column, and any problem refusing the whole file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,10 +9,11 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use ipnet::IpNet;
 use reqwest::Url;
-use saphyr::{MarkedYaml, Marker};
+use saphyr::MarkedYaml;
 
 use super::route::Route;
-use crate::config::error::{ConfigError, ConfigErrors};
+use crate::config::RateLimitConfig;
+use crate::config::error::ConfigErrors;
 use crate::config::yaml::{self, Fields, Reader};
 
 const TOP_KEYS: &[&str] = &[
@@ -53,7 +54,8 @@ const ENTRY_KEYS: &[&str] = &["key", "value"];
 const CORS_KEYS: &[&str] = &["allowed_origins", "max_age_secs"];
 const TOKEN_KEYS: &[&str] = &["descriptors", "bytes_per_token", "attachment_tokens"];
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+/// Where the proxy listens without `listen:` (or `--proxy-addr`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8090);
 
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -108,6 +110,27 @@ pub struct ProxyConfig {
     /// Longest silence while a response body is streaming.
     pub upstream_idle_timeout: Duration,
     pub tokens: Option<TokenBudget>,
+}
+
+impl ProxyConfig {
+    /// Whether the rate-limit config `rules` has the proxy's domain; see [`check_domain`].
+    pub fn check_domain(&self, rules: &RateLimitConfig) -> Result<(), DomainNotLoaded> {
+        check_domain(&self.domain, rules)
+    }
+}
+
+/// A proxy domain missing from the rate-limit config: every call would be an unknown domain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the proxy's domain '{0}' is not in the rate-limit config: it would limit nothing")]
+pub struct DomainNotLoaded(pub String);
+
+/// Refuses a proxy asking about `domain` with rules that do not have it: it would limit nothing.
+pub fn check_domain(domain: &str, rules: &RateLimitConfig) -> Result<(), DomainNotLoaded> {
+    if rules.domains.contains_key(domain) {
+        Ok(())
+    } else {
+        Err(DomainNotLoaded(domain.to_owned()))
+    }
 }
 
 /// What the proxy answers when the decision service fails or answers nonsense.
@@ -236,33 +259,21 @@ impl DescriptorTemplate {
 
 /// Reads and checks the proxy config file.
 pub fn load_proxy_config(path: &Path) -> Result<ProxyConfig, ConfigErrors> {
-    let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_proxy_config(&name, &text),
-        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
-            name,
-            format!("cannot read: {e}"),
-        )])),
-    }
+    let text = yaml::read_file(path).map_err(|e| ConfigErrors(vec![e]))?;
+    parse_proxy_config(&path.display().to_string(), &text)
 }
 
 /// Checks a proxy config given as text; `file` names it in errors.
 pub fn parse_proxy_config(file: &str, text: &str) -> Result<ProxyConfig, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut reader = Reader::new(file, text, &mut errors);
-    let config = match yaml::parse(text) {
-        Ok(docs) => match docs.first() {
-            Some(top) => reader.proxy(top),
-            None => {
-                reader.error_at(Marker::new(0, 1, 0), "no YAML document: expected a mapping");
-                None
-            }
-        },
-        Err(e) => {
-            reader.error_at(*e.marker(), format!("invalid YAML: {}", e.info()));
-            None
-        }
-    };
+    let config = yaml::read_document(
+        file,
+        text,
+        &mut errors,
+        "a mapping",
+        "the proxy config is one document",
+        |reader, top| reader.proxy(top),
+    );
     match config {
         Some(config) if errors.is_empty() => Ok(config),
         _ => {
@@ -276,7 +287,8 @@ pub fn parse_proxy_config(file: &str, text: &str) -> Result<ProxyConfig, ConfigE
 impl Reader<'_, '_> {
     fn proxy(&mut self, top: &MarkedYaml<'_>) -> Option<ProxyConfig> {
         let f = self.fields(top, TOP_KEYS, "the proxy config")?;
-        let listen = self.parsed(&f, "listen", "an address such as 127.0.0.1:8090");
+        let example = format!("an address such as {DEFAULT_LISTEN}");
+        let listen = self.parsed(&f, "listen", &example);
         let upstream = self.upstream(&f);
         let domain = self.required_text(&f, "domain", "the proxy config");
         let descriptors = match f.get("descriptors") {
@@ -318,7 +330,7 @@ impl Reader<'_, '_> {
         let models = self.list_of(&f, "models", |text| Ok(text.to_owned()));
         let max_streams: Option<u32> = self.parsed(&f, "max_streams_per_client", "a count");
         let config = ProxyConfig {
-            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
+            listen: listen.unwrap_or(DEFAULT_LISTEN),
             enabled: self.flag_or(&f, "enabled", true),
             upstream: upstream?,
             upstream_roots: self.ca_file(&f),

@@ -64,7 +64,20 @@ pub struct Workload {
     kind: WorkloadKind,
     domain: String,
     keys: usize,
-    zipf: Option<Zipf>,
+    draw: Draw,
+}
+
+/// How a workload's requests are drawn, with what the drawing needs.
+#[derive(Debug)]
+enum Draw {
+    /// The one key `client=hot`.
+    HotKey,
+    /// `client=key-<i>`, i uniform over the keys.
+    Uniform,
+    /// `client=key-<i>`, i Zipf-distributed over the keys.
+    Zipf(Zipf),
+    /// A uniform client, a route and a model.
+    ThreePlusGlobal,
 }
 
 impl Workload {
@@ -75,15 +88,19 @@ impl Workload {
         zipf_exponent: f64,
     ) -> anyhow::Result<Workload> {
         ensure!(keys >= 1, "--keys must be at least 1");
-        let zipf = match kind {
-            WorkloadKind::Zipf => Some(Zipf::new(keys, zipf_exponent)?),
-            _ => None,
+        let draw = match kind {
+            WorkloadKind::OneHotKey => Draw::HotKey,
+            WorkloadKind::Uniform
+            | WorkloadKind::ManyRulesExact
+            | WorkloadKind::ManyRulesWildcard => Draw::Uniform,
+            WorkloadKind::Zipf => Draw::Zipf(Zipf::new(keys, zipf_exponent)?),
+            WorkloadKind::ThreePlusGlobal => Draw::ThreePlusGlobal,
         };
         Ok(Workload {
             kind,
             domain: domain.unwrap_or_else(|| kind.default_domain().to_owned()),
             keys,
-            zipf,
+            draw,
         })
     }
 
@@ -97,18 +114,11 @@ impl Workload {
 
     /// The next request: its descriptors drawn with `rng`.
     pub fn request(&self, rng: &mut fastrand::Rng) -> RateLimitRequest {
-        let descriptors = match self.kind {
-            WorkloadKind::OneHotKey => vec![descriptor(&[("client", "hot".to_owned())])],
-            WorkloadKind::Uniform
-            | WorkloadKind::ManyRulesExact
-            | WorkloadKind::ManyRulesWildcard => {
-                vec![client(rng.usize(..self.keys))]
-            }
-            WorkloadKind::Zipf => {
-                let zipf = self.zipf.as_ref().expect("built with the workload");
-                vec![client(zipf.sample(rng.f64()))]
-            }
-            WorkloadKind::ThreePlusGlobal => vec![
+        let descriptors = match &self.draw {
+            Draw::HotKey => vec![descriptor(&[("client", "hot".to_owned())])],
+            Draw::Uniform => vec![client(rng.usize(..self.keys))],
+            Draw::Zipf(zipf) => vec![client(zipf.sample(rng.f64()))],
+            Draw::ThreePlusGlobal => vec![
                 client(rng.usize(..self.keys)),
                 descriptor(&[("route", format!("route-{}", rng.usize(..ROUTES)))]),
                 descriptor(&[("model", format!("model-{}", rng.usize(..MODELS)))]),

@@ -184,3 +184,69 @@ fn an_upstream_ca_file_must_hold_certificates() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn the_domain_must_be_in_the_rate_limit_config() {
+    let config = parse_proxy_config("proxy.yaml", GOOD).unwrap();
+    let rules = |yaml: &str| {
+        let sources = [("limits.yaml".to_owned(), yaml.to_owned())];
+        crate::config::load::load_sources(&sources, &Default::default()).unwrap()
+    };
+    assert_eq!(config.check_domain(&rules("domain: ask-ai\n")), Ok(()));
+    let missing = config.check_domain(&rules("domain: other\n")).unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "the proxy's domain 'ask-ai' is not in the rate-limit config: it would limit nothing"
+    );
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_not_part_of_the_file() {
+    let config = parse_proxy_config("proxy.yaml", &format!("\u{feff}{GOOD}")).unwrap();
+    assert_eq!(config.listen.port(), 9999);
+    assert_eq!(config.domain, "ask-ai");
+}
+
+#[test]
+fn a_byte_order_mark_in_a_file_on_disk_is_skipped_too() {
+    let path = std::env::temp_dir().join(format!("tollgate-bom-{}.yaml", std::process::id()));
+    std::fs::write(&path, format!("\u{feff}{GOOD}")).unwrap();
+    let loaded = load_proxy_config(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(loaded.unwrap().domain, "ask-ai");
+}
+
+#[test]
+fn a_second_yaml_document_is_refused_not_ignored() {
+    let text = format!("{GOOD}---\ndomain: other\n");
+    // Reported where the second document's content starts, after its `---`.
+    let line = text.lines().count();
+    assert_eq!(
+        errors(&text),
+        [format!(
+            "proxy.yaml:{line}:1: a second YAML document: the proxy config is one document"
+        )]
+    );
+}
+
+#[test]
+fn an_empty_file_or_invalid_yaml_is_refused() {
+    assert_eq!(
+        errors(""),
+        ["proxy.yaml:1:1: no YAML document: expected a mapping"]
+    );
+    let invalid = errors("domain: [ask-ai\n");
+    assert!(invalid[0].contains("invalid YAML"), "{invalid:?}");
+}
+
+#[test]
+fn without_listen_the_proxy_listens_on_the_default() {
+    let text = GOOD.replace("listen: 127.0.0.1:9999\n", "");
+    let config = parse_proxy_config("proxy.yaml", &text).unwrap();
+    assert_eq!(config.listen, DEFAULT_LISTEN);
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8090");
+    assert_eq!(
+        errors(&GOOD.replace("127.0.0.1:9999", "nowhere")),
+        ["proxy.yaml:1:9: 'listen' must be an address such as 127.0.0.1:8090, found 'nowhere'"]
+    );
+}
