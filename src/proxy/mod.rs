@@ -324,12 +324,15 @@ async fn call(
                 status.message()
             )));
         }
+        // Counted as a failure here, and as a call once it has ended: let through, it ends as
+        // forwarded (or however its forwarding went), not as a limiter error.
         Err(e) if config.on_limiter_error == OnLimiterError::Allow => {
-            proxy.metrics.call(CallOutcome::LimiterError);
+            proxy.metrics.limiter_error();
             tracing::warn!(error = %e, "rate-limit service failed; allowing (on_limiter_error: allow)");
             None
         }
         Err(e) => {
+            proxy.metrics.limiter_error();
             tracing::warn!(error = %e, "rate-limit service failed; denying");
             return Err(ApiError::unavailable(
                 "The rate limiter cannot be reached, so no call is let through.",

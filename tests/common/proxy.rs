@@ -2,6 +2,7 @@
 //! Tollgate deciding (its gRPC port open in both modes, so a test can probe the counters).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -148,15 +149,35 @@ pub async fn standalone(
     limiter: &str,
     timeout: std::time::Duration,
 ) -> (String, CancellationToken) {
+    let (url, stop, _) = standalone_proxy(yaml, upstream, limiter, timeout).await;
+    (url, stop)
+}
+
+/// [`standalone`], with the proxy itself, to read its counters ([`metrics_of`]).
+pub async fn standalone_proxy(
+    yaml: &str,
+    upstream: &FakeOpenAi,
+    limiter: &str,
+    timeout: std::time::Duration,
+) -> (String, CancellationToken, Arc<Proxy>) {
     let config = proxy_config(yaml, upstream);
     let remote = Remote::new(limiter, timeout).unwrap();
-    let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
+    let proxy = Arc::new(Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/v1/chat/completions",
         listener.local_addr().unwrap()
     );
     let stop = CancellationToken::new();
-    tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
-    (url, stop)
+    tokio::spawn(serve_proxy(listener, proxy.clone(), stop.clone()));
+    (url, stop, proxy)
+}
+
+/// The proxy's counters, as `/metrics` shows them.
+pub fn metrics_of(proxy: &Proxy) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    proxy.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
 }
