@@ -119,6 +119,16 @@ impl Remote {
 }
 
 impl Limiter {
+    /// Whether it decides in this process: then each of its futures (`decide`, `refund`,
+    /// `charge_excess`) completes on its first poll, as the engine never awaits, so a caller
+    /// may drive one to its end at once instead of spawning it.
+    pub fn decides_in_process(&self) -> bool {
+        match self {
+            Limiter::InProcess(_) => true,
+            Limiter::Remote(_) => false,
+        }
+    }
+
     pub async fn decide(&self, domain: &str, asks: &[Ask]) -> Result<Decision, LimiterError> {
         match self {
             Limiter::InProcess(engine) => Ok(engine.should_rate_limit(&call(domain, asks))?),
