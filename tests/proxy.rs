@@ -396,11 +396,12 @@ async fn a_limiter_that_cannot_be_reached_denies_with_503_and_calls_nothing() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    for (policy, want) in [("deny", 503), ("allow", 200)] {
+    for (policy, want, outcome) in [("deny", 503, "limiter_error"), ("allow", 200, "forwarded")] {
         let upstream = common::openai::FakeOpenAi::start().await;
         let yaml = format!("{PROXY}on_limiter_error: {policy}\n");
-        let (url, stop) =
-            common::proxy::standalone(&yaml, &upstream, &dead, Duration::from_millis(50)).await;
+        let (url, stop, proxy) =
+            common::proxy::standalone_proxy(&yaml, &upstream, &dead, Duration::from_millis(50))
+                .await;
         let response = reqwest::Client::new()
             .post(url)
             .body(json!({"model": "m", "messages": []}).to_string())
@@ -414,6 +415,18 @@ async fn a_limiter_that_cannot_be_reached_denies_with_503_and_calls_nothing() {
         } else {
             assert_eq!(upstream.calls(), 1);
         }
+        // One call, counted once, as how it ended; the failure is counted apart under either
+        // policy.
+        let metrics = common::proxy::metrics_of(&proxy);
+        let calls: Vec<&str> = (metrics.lines())
+            .filter(|line| line.starts_with("tollgate_proxy_calls_total{"))
+            .collect();
+        let line = format!("tollgate_proxy_calls_total{{outcome=\"{outcome}\"}} 1");
+        assert_eq!(calls, [line.as_str()], "on_limiter_error: {policy}");
+        assert!(
+            (metrics.lines()).any(|line| line == "tollgate_proxy_limiter_errors_total 1"),
+            "on_limiter_error: {policy}, no limiter error counted in:\n{metrics}"
+        );
         stop.cancel();
     }
 }

@@ -2,6 +2,7 @@
 //! service over gRPC (the thin client). Both answer with an engine [`Decision`]; anything that
 //! is not a well-formed answer in time is a [`LimiterError`], which the proxy fails closed on.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Unit;
 use crate::engine::{
-    Call, CallDescriptor, Code, Decision, DescriptorStatus, Engine, EngineError, ReportedLimit,
+    Call, Code, Decision, Descriptor, DescriptorStatus, Engine, EngineError, LimitOverride,
+    ReportedLimit,
 };
 use crate::proto::rate_limit_descriptor::Entry;
 use crate::proto::rate_limit_response::{self, rate_limit::Unit as WireUnit};
@@ -18,13 +20,19 @@ use crate::proto::{
 };
 use crate::wire::response::GLOBAL_CAP_METADATA_KEY;
 
-/// One descriptor of a question, owned (the proxy builds it from a template per call).
+/// One descriptor of a question, owned (the proxy builds it from a template per call). The
+/// engine in this process reads it in place ([`Descriptor`]); the thin client copies it into a
+/// wire request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub entries: Vec<(String, String)>,
     /// The descriptor's own hits; `None` is one request.
     pub hits: Option<u64>,
     pub refund: bool,
+    /// The hits are a cost already incurred (see [`crate::engine::CallDescriptor::settle`]).
+    /// Only the engine in this process honours it: the wire has no way to ask for it, so over
+    /// gRPC such an ask is a plain charge.
+    pub settle: bool,
 }
 
 impl Ask {
@@ -33,7 +41,26 @@ impl Ask {
             entries,
             hits,
             refund: false,
+            settle: false,
         }
+    }
+}
+
+impl Descriptor for Ask {
+    fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn limit_override(&self) -> Option<LimitOverride> {
+        None
+    }
+    fn hits(&self) -> Option<u64> {
+        self.hits
+    }
+    fn refund(&self) -> bool {
+        self.refund
+    }
+    fn settle(&self) -> bool {
+        self.settle
     }
 }
 
@@ -92,11 +119,19 @@ impl Remote {
 }
 
 impl Limiter {
+    /// Whether it decides in this process: then each of its futures (`decide`, `refund`,
+    /// `charge_excess`) completes on its first poll, as the engine never awaits, so a caller
+    /// may drive one to its end at once instead of spawning it.
+    pub fn decides_in_process(&self) -> bool {
+        match self {
+            Limiter::InProcess(_) => true,
+            Limiter::Remote(_) => false,
+        }
+    }
+
     pub async fn decide(&self, domain: &str, asks: &[Ask]) -> Result<Decision, LimiterError> {
         match self {
-            Limiter::InProcess(engine) => {
-                Ok(engine.should_rate_limit(&to_call(domain, asks, false))?)
-            }
+            Limiter::InProcess(engine) => Ok(engine.should_rate_limit(&call(domain, asks))?),
             Limiter::Remote(remote) => remote.ask(domain, asks, remote.timeout).await,
         }
     }
@@ -117,7 +152,7 @@ impl Limiter {
             .collect();
         match self {
             Limiter::InProcess(engine) => {
-                engine.should_rate_limit(&to_call(domain, &asks, false))?;
+                engine.should_rate_limit(&call(domain, &asks))?;
             }
             Limiter::Remote(remote) => {
                 remote.ask(domain, &asks, SETTLE_TIMEOUT).await?;
@@ -138,12 +173,15 @@ impl Limiter {
     ) -> Result<bool, LimiterError> {
         let asks: Vec<Ask> = descriptors
             .iter()
-            .map(|entries| Ask::charge(entries.clone(), Some(hits)))
+            .map(|entries| Ask {
+                settle: true,
+                ..Ask::charge(entries.clone(), Some(hits))
+            })
             .collect();
         let remote = match self {
             // Refused only when the key table is full and a limit fails closed.
             Limiter::InProcess(engine) => {
-                let decision = engine.should_rate_limit(&to_call(domain, &asks, true))?;
+                let decision = engine.should_rate_limit(&call(domain, &asks))?;
                 return Ok(decision.code == Code::Ok);
             }
             Limiter::Remote(remote) => remote,
@@ -183,23 +221,11 @@ impl Remote {
     }
 }
 
-fn to_call<'a>(domain: &'a str, asks: &'a [Ask], settle: bool) -> Call<'a> {
+/// The asks as a call of the engine in this process, borrowed as they are.
+fn call<'a>(domain: &'a str, asks: &'a [Ask]) -> Call<'a, Ask> {
     Call {
         domain,
-        descriptors: asks
-            .iter()
-            .map(|ask| CallDescriptor {
-                entries: ask
-                    .entries
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
-                limit_override: None,
-                hits: ask.hits,
-                refund: ask.refund,
-                settle,
-            })
-            .collect(),
+        descriptors: Cow::Borrowed(asks),
         hits: 0,
     }
 }

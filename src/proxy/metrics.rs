@@ -1,5 +1,6 @@
-//! The proxy's counters for `/metrics`: how its calls ended, and the tokens it reserved and
-//! settled. Every label comes from a fixed set, never from what a client sent.
+//! The proxy's counters for `/metrics`: how its calls ended (each call counted once), the calls
+//! the decision service failed to decide, and the tokens reserved and settled. Every label
+//! comes from a fixed set, never from what a client sent.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -15,7 +16,9 @@ pub enum CallOutcome {
     RateLimited,
     /// Refused before anything was spent: unknown route, CORS, body, policy.
     Refused,
-    /// The decision service failed: a 503, or let through under `on_limiter_error: allow`.
+    /// The decision service failed, so the call was denied (a 503). Let through under
+    /// `on_limiter_error: allow`, a call ends as whatever happened to it next; the failures
+    /// under either policy are counted apart ([`ProxyMetrics::limiter_error`]).
     LimiterError,
     /// The upstream could not be reached or did not answer in time.
     UpstreamError,
@@ -72,6 +75,7 @@ struct TokenLabels {
 #[derive(Clone, Debug, Default)]
 pub struct ProxyMetrics {
     calls: Family<CallLabels, Counter>,
+    limiter_errors: Counter,
     tokens: Family<TokenLabels, Counter>,
 }
 
@@ -83,6 +87,12 @@ impl ProxyMetrics {
             self.calls.clone(),
         );
         registry.register(
+            "tollgate_proxy_limiter_errors",
+            "Calls the decision service failed to decide, denied or let through as \
+             on_limiter_error says",
+            self.limiter_errors.clone(),
+        );
+        registry.register(
             "tollgate_proxy_tokens",
             "Tokens reserved before forwarding, refunded and charged beyond the reservation",
             self.tokens.clone(),
@@ -91,6 +101,11 @@ impl ProxyMetrics {
 
     pub fn call(&self, outcome: CallOutcome) {
         self.calls.get_or_create(&CallLabels { outcome }).inc();
+    }
+
+    /// The decision service failed to decide a call (whatever the call then became).
+    pub fn limiter_error(&self) {
+        self.limiter_errors.inc();
     }
 
     pub fn tokens(&self, flow: TokenFlow, tokens: u64) {

@@ -304,11 +304,16 @@ async fn call(
         .collect();
     let requests = asks.len();
     let reserved = prepared.worst_case_tokens;
-    let token_entries: Vec<_> = match &config.tokens {
-        Some(tokens) if reserved > 0 => tokens.descriptors.iter().map(|d| d.fill(&vars)).collect(),
-        _ => Vec::new(),
-    };
-    asks.extend((token_entries.iter()).map(|entries| Ask::charge(entries.clone(), Some(reserved))));
+    if let Some(tokens) = &config.tokens
+        && reserved > 0
+    {
+        asks.extend(
+            tokens
+                .descriptors
+                .iter()
+                .map(|d| Ask::charge(d.fill(&vars), Some(reserved))),
+        );
+    }
 
     let decision = match proxy.limiter.decide(&config.domain, &asks).await {
         Ok(decision) => Some(decision),
@@ -319,12 +324,15 @@ async fn call(
                 status.message()
             )));
         }
+        // Counted as a failure here, and as a call once it has ended: let through, it ends as
+        // forwarded (or however its forwarding went), not as a limiter error.
         Err(e) if config.on_limiter_error == OnLimiterError::Allow => {
-            proxy.metrics.call(CallOutcome::LimiterError);
+            proxy.metrics.limiter_error();
             tracing::warn!(error = %e, "rate-limit service failed; allowing (on_limiter_error: allow)");
             None
         }
         Err(e) => {
+            proxy.metrics.limiter_error();
             tracing::warn!(error = %e, "rate-limit service failed; denying");
             return Err(ApiError::unavailable(
                 "The rate limiter cannot be reached, so no call is let through.",
@@ -353,6 +361,8 @@ async fn call(
         }
         feedback_of.headers(&mut feedback);
     }
+    // The token asks' entries, taken back for the reservation to settle.
+    let token_entries: Vec<_> = asks.drain(requests..).map(|ask| ask.entries).collect();
     // Reserved only when the decision service counted it: with no decision, nothing to settle.
     let reservation = (decision.is_some() && !token_entries.is_empty()).then(|| {
         proxy.metrics.tokens(TokenFlow::Reserved, reserved);

@@ -97,8 +97,8 @@ impl Drop for Reservation {
             };
             report(result, reserved, used);
         };
-        if matches!(self.limiter, Limiter::InProcess(_)) {
-            // The engine decides without awaiting anything: settle here and now.
+        if self.limiter.decides_in_process() {
+            // Nothing to await: settle here and now.
             if settle.now_or_never().is_none() {
                 tracing::error!("an in-process settlement did not complete at once");
             }

@@ -2,6 +2,7 @@
 //! Tollgate deciding (its gRPC port open in both modes, so a test can probe the counters).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -146,6 +147,17 @@ pub async fn standalone(
     limiter: &str,
     timeout: std::time::Duration,
 ) -> (String, CancellationToken) {
+    let (url, stop, _) = standalone_proxy(yaml, upstream, limiter, timeout).await;
+    (url, stop)
+}
+
+/// [`standalone`], with the proxy itself, to read its counters ([`metrics_of`]).
+pub async fn standalone_proxy(
+    yaml: &str,
+    upstream: &FakeOpenAi,
+    limiter: &str,
+    timeout: std::time::Duration,
+) -> (String, CancellationToken, Arc<Proxy>) {
     let mut config = proxy_config(yaml, upstream);
     config.limiter_timeout = timeout;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,8 +166,17 @@ pub async fn standalone(
         listener.local_addr().unwrap()
     );
     let stop = CancellationToken::new();
-    spawn_remote(listener, config, limiter, &stop);
-    (url, stop)
+    let proxy = spawn_remote(listener, config, limiter, &stop);
+    (url, stop, proxy)
+}
+
+/// The proxy's counters, as `/metrics` shows them.
+pub fn metrics_of(proxy: &Proxy) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    proxy.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
 }
 
 /// Serves on `listener`, until `stop`, a proxy asking the rate-limit service at `limiter`.
@@ -164,8 +185,9 @@ fn spawn_remote(
     config: ProxyConfig,
     limiter: &str,
     stop: &CancellationToken,
-) {
+) -> Arc<Proxy> {
     let remote = Remote::new(limiter, config.limiter_timeout).unwrap();
-    let proxy = Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap();
-    tokio::spawn(serve_proxy(listener, proxy.into(), stop.clone()));
+    let proxy = Arc::new(Proxy::new(config, &secrets(), Limiter::Remote(remote)).unwrap());
+    tokio::spawn(serve_proxy(listener, proxy.clone(), stop.clone()));
+    proxy
 }
