@@ -7,48 +7,52 @@
 //! one pass, then leaves. Nothing is awaited inside a turn, so a call cannot be cancelled
 //! half-way and leave a reservation behind, and the fixed order means no two calls deadlock.
 
-use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::plan::{Op, Plan};
 use crate::clock::Clock;
 use crate::limits::{Counter, Mode};
-use crate::store::{HashedKey, KeyTableFull, MemoryCounters};
+use crate::store::{HashedKey, KeyHasher, KeyTableFull, MemoryCounters};
 
 pub(crate) struct Actors {
     /// `actors[..shards]` are the shard actors; the last one is the global actor.
     actors: Box<[Mutex<MemoryCounters>]>,
     shards: usize,
-    // A fixed seed: routing only needs to spread keys; each table has a random seed of its own.
-    router: foldhash::fast::FixedState,
+    /// One hash per key, for routing and for every table.
+    keys: KeyHasher,
 }
 
 impl Actors {
     pub fn new(shards: usize, max_keys: usize) -> Actors {
         let shards = shards.max(1);
         let per_shard = max_keys.div_ceil(shards).max(1);
+        let keys = KeyHasher::default();
         // The global actor holds only configured caps, so its size is bounded by the config.
         let actors = (0..shards)
-            .map(|_| MemoryCounters::new(per_shard))
-            .chain(std::iter::once(MemoryCounters::new(usize::MAX)))
+            .map(|_| MemoryCounters::new(per_shard, keys.clone()))
+            .chain(std::iter::once(MemoryCounters::new(
+                usize::MAX,
+                keys.clone(),
+            )))
             .map(Mutex::new)
             .collect();
         Actors {
             actors,
             shards,
-            router: foldhash::fast::FixedState::with_seed(0x746f_6c6c_6761_7465),
+            keys,
         }
     }
 
-    /// The shard actor that owns `key`.
-    pub fn route(&self, key: &[u8]) -> usize {
-        (self.router.hash_one(key) % self.shards as u64) as usize
+    /// The shard actor that owns `key`, and the key's hash in that actor's table.
+    pub fn locate(&self, key: &[u8]) -> (usize, u64) {
+        let hashed = self.keys.hash(key);
+        (hashed.shard(self.shards), hashed.hash())
     }
 
-    /// The global actor, always entered last.
-    pub fn global(&self) -> usize {
-        self.shards
+    /// The global actor (always entered last), and the hash of `key` in its table.
+    pub fn locate_global(&self, key: &[u8]) -> (usize, u64) {
+        (self.shards, self.keys.hash(key).hash())
     }
 
     fn enter(&self, actor: usize) -> MutexGuard<'_, MemoryCounters> {
@@ -90,7 +94,7 @@ impl Actors {
         for (i, op) in plan.ops.iter().enumerate() {
             // Every actor of the plan was entered above: the search always finds it.
             let (Ok(guard) | Err(guard)) = guards.binary_search_by_key(&op.actor, |g| g.actor);
-            let key = guards[guard].table.hashed(&plan.keys[op.key.clone()]);
+            let key = HashedKey::with_hash(&plan.keys[op.key.clone()], op.hash);
             let earlier = (0..i)
                 .rev()
                 .find(|&k| slots[k].guard == guard && slots[k].key == key);
@@ -153,7 +157,7 @@ struct Slot<'k> {
     op: usize,
     /// The entered actor that owns its key.
     guard: usize,
-    /// Its key, hashed once for that actor's table.
+    /// Its key, with the hash the plan gave it.
     key: HashedKey<'k>,
     /// The latest earlier slot of this call on the same key.
     earlier: Option<usize>,

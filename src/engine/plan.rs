@@ -15,6 +15,8 @@ use crate::limits::{FixedWindow, Mode, Verdict};
 #[derive(Debug)]
 pub(crate) struct Op<'c> {
     pub key: Range<usize>,
+    /// The key's hash, for routing and for the actor's table (one hash per key and call).
+    pub hash: u64,
     pub actor: usize,
     pub window: FixedWindow,
     pub hits: u64,
@@ -133,9 +135,11 @@ impl<'c> Plan<'c> {
             let mode = descriptor_mode(descriptor);
             if let Some(o) = descriptor.limit_override() {
                 let key = plan.key(domain, descriptor, &[], KeySlot::Override(o));
+                let (actor, hash) = actors.locate(&plan.keys[key.clone()]);
                 plan.ops.push(Op {
-                    key: key.clone(),
-                    actor: actors.route(&plan.keys[key]),
+                    key,
+                    hash,
+                    actor,
                     window: FixedWindow {
                         volume: o.requests_per_unit,
                         unit_secs: o.unit.seconds(),
@@ -164,9 +168,11 @@ impl<'c> Plan<'c> {
                     };
                     let slot = KeySlot::Rule { index, unit };
                     let key = plan.key(domain, descriptor, &m.shared_values, slot);
+                    let (actor, hash) = actors.locate(&plan.keys[key.clone()]);
                     plan.ops.push(Op {
-                        key: key.clone(),
-                        actor: actors.route(&plan.keys[key]),
+                        key,
+                        hash,
+                        actor,
                         window: FixedWindow {
                             volume: requests_per_unit,
                             unit_secs: unit.seconds(),
@@ -196,9 +202,11 @@ impl<'c> Plan<'c> {
         if let Some(mode) = global_mode(call) {
             for cap in &domain.global {
                 let key = plan.global_key(domain, cap);
+                let (actor, hash) = actors.locate_global(&plan.keys[key.clone()]);
                 plan.ops.push(Op {
                     key,
-                    actor: actors.global(),
+                    hash,
+                    actor,
                     window: FixedWindow {
                         volume: cap.requests_per_unit,
                         unit_secs: cap.unit.seconds(),

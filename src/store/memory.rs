@@ -14,22 +14,58 @@ pub struct KeyTableFull {
     pub capacity: usize,
 }
 
+/// The hash of counter keys, randomly seeded (keys are client-controlled).
+///
+/// Every table of one engine shares one, so a key is hashed once per call: the engine routes
+/// the key to its actor by [`KeyHasher::shard`], and the actor's table files it by the same
+/// hash.
+#[derive(Clone, Debug, Default)]
+pub struct KeyHasher(foldhash::quality::RandomState);
+
+impl KeyHasher {
+    pub fn hash<'k>(&self, key: &'k [u8]) -> HashedKey<'k> {
+        HashedKey {
+            key,
+            hash: self.0.hash_one(key),
+        }
+    }
+}
+
+impl<'k> HashedKey<'k> {
+    /// A key with the hash its [`KeyHasher`] gave it before (kept apart while the key's
+    /// bytes were still being written).
+    pub fn with_hash(key: &'k [u8], hash: u64) -> HashedKey<'k> {
+        HashedKey { key, hash }
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Which of `shards` owns the key. Taken from bits 40 and up, which the tables leave
+    /// alone: a table indexes by the low bits and tags entries with the top 7, so keys that
+    /// share a shard still spread over its buckets and tags.
+    pub fn shard(&self, shards: usize) -> usize {
+        ((self.hash >> 40) % shards as u64) as usize
+    }
+}
+
 /// One actor's counters. Keys are opaque bytes built by the engine.
 ///
-/// A turn hashes each key once ([`MemoryCounters::hashed`]) and reads, creates and writes it
-/// with that hash: three lookups of a key cost one hash.
+/// A turn hashes each key once ([`KeyHasher::hash`]) and reads, creates and writes it with
+/// that hash: three lookups of a key cost one hash.
 #[derive(Debug)]
 pub struct MemoryCounters {
     table: HashTable<(Box<[u8]>, Counter)>,
-    // Randomly seeded per table: keys are client-controlled, and the routing hash must not
-    // correlate with the table's own.
-    hasher: foldhash::quality::RandomState,
+    // The same hasher as the keys it is given: growing the table hashes stored keys again.
+    hasher: KeyHasher,
     capacity: usize,
     last_full_sweep: u64,
 }
 
-/// A key with its hash in the table that made it. Used with another table, a lookup may miss a
-/// stored key and a write may file the key under a hash no lookup makes: keep it to one table.
+/// A key with its hash. Every table a key is used with must share the [`KeyHasher`] that
+/// hashed it: with another, a lookup may miss a stored key and a write may file the key under a
+/// hash no lookup makes.
 #[derive(Clone, Copy, Debug, Eq)]
 pub struct HashedKey<'k> {
     key: &'k [u8],
@@ -51,19 +87,12 @@ impl PartialEq for HashedKey<'_> {
 }
 
 impl MemoryCounters {
-    pub fn new(capacity: usize) -> MemoryCounters {
+    pub fn new(capacity: usize, hasher: KeyHasher) -> MemoryCounters {
         MemoryCounters {
             table: HashTable::new(),
-            hasher: foldhash::quality::RandomState::default(),
+            hasher,
             capacity,
             last_full_sweep: 0,
-        }
-    }
-
-    pub fn hashed<'k>(&self, key: &'k [u8]) -> HashedKey<'k> {
-        HashedKey {
-            key,
-            hash: self.hasher.hash_one(key),
         }
     }
 
@@ -107,7 +136,7 @@ impl MemoryCounters {
         match self.table.entry(
             key.hash,
             |entry| key.stored_in(entry),
-            |(k, _)| hasher.hash_one(&**k),
+            |(k, _)| hasher.hash(k).hash,
         ) {
             Entry::Occupied(mut slot) => slot.get_mut().1 = counter,
             Entry::Vacant(slot) => {
@@ -144,11 +173,12 @@ mod tests {
 
     #[test]
     fn the_key_bound_holds_and_expired_keys_make_room() {
-        let mut table = MemoryCounters::new(3);
+        let keys = KeyHasher::default();
+        let mut table = MemoryCounters::new(3, keys.clone());
         assert!(table.make_room(3, 0).is_ok());
         assert_eq!(table.make_room(4, 0), Err(KeyTableFull { capacity: 3 }));
         for key in [b"a", b"b"] {
-            table.put(table.hashed(key), counter(60));
+            table.put(keys.hash(key), counter(60));
         }
         assert!(table.make_room(1, 10).is_ok());
         assert_eq!(table.make_room(2, 10), Err(KeyTableFull { capacity: 3 }));
@@ -159,27 +189,53 @@ mod tests {
 
     #[test]
     fn refund_updates_never_create_keys() {
-        let mut table = MemoryCounters::new(4);
-        table.update(table.hashed(b"a"), counter(60));
-        assert!(table.get(table.hashed(b"a")).is_none());
-        table.put(table.hashed(b"a"), counter(60));
+        let keys = KeyHasher::default();
+        let mut table = MemoryCounters::new(4, keys.clone());
+        table.update(keys.hash(b"a"), counter(60));
+        assert!(table.get(keys.hash(b"a")).is_none());
+        table.put(keys.hash(b"a"), counter(60));
         table.update(
-            table.hashed(b"a"),
+            keys.hash(b"a"),
             Counter {
                 window_end: 60,
                 count: 0,
             },
         );
-        assert_eq!(table.get(table.hashed(b"a")).map(|c| c.count), Some(0));
+        assert_eq!(table.get(keys.hash(b"a")).map(|c| c.count), Some(0));
     }
 
     #[test]
     fn sweep_drops_only_ended_windows() {
-        let mut table = MemoryCounters::new(4);
-        table.put(table.hashed(b"old"), counter(60));
-        table.put(table.hashed(b"new"), counter(120));
+        let keys = KeyHasher::default();
+        let mut table = MemoryCounters::new(4, keys.clone());
+        table.put(keys.hash(b"old"), counter(60));
+        table.put(keys.hash(b"new"), counter(120));
         assert_eq!(table.sweep(60), 1);
-        assert!(table.get(table.hashed(b"new")).is_some());
+        assert!(table.get(keys.hash(b"new")).is_some());
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn keys_of_one_shard_still_spread_over_the_bits_a_table_uses() {
+        let keys = KeyHasher::default();
+        // About 3,000 keys land in one shard of 64: enough that every value of 7 bits shows up.
+        let names: Vec<String> = (0..200_000).map(|i| format!("key-{i}")).collect();
+        let in_shard_0: Vec<u64> = names
+            .iter()
+            .map(|n| keys.hash(n.as_bytes()))
+            .filter(|k| k.shard(64) == 0)
+            .map(|k| k.hash)
+            .collect();
+        assert!(
+            in_shard_0.len() > 2_000,
+            "{} keys in shard 0",
+            in_shard_0.len()
+        );
+        // The low bits (bucket index) and the top 7 (tag) take all their values within one
+        // shard: routing did not fix any of them.
+        let low: std::collections::HashSet<u64> = in_shard_0.iter().map(|h| h & 63).collect();
+        let top: std::collections::HashSet<u64> = in_shard_0.iter().map(|h| h >> 57).collect();
+        assert_eq!(low.len(), 64);
+        assert_eq!(top.len(), 128);
     }
 }
