@@ -9,7 +9,9 @@
 #   KEYS=10000                            key space of uniform, zipf, three-plus-global
 #   RULES=10000 WILDCARDS=100             size of the generated many-rules configs
 #   WORKLOADS="one-hot-key uniform ..."   closed-loop workloads (default: all six)
-#   OPEN_WORKLOADS="one-hot-key three-plus-global"   open loop at half the ceiling's rate
+#   OPEN_WORKLOADS="one-hot-key three-plus-global"   open-loop workloads (empty to skip)
+#   OPEN_FRACTIONS="0.1 0.25 0.5"         their offered rates, as fractions of the ceiling's
+#                                         closed-loop throughput
 #   H2LOAD_REQUESTS=200000                calls per h2load cross-check (0 to skip it)
 #   BUSY_FLOOR=0.8 RETRIES=2              repeat a closed-loop run in which neither side kept its
 #                                         core this busy (a neighbour took the CPU), at most twice
@@ -28,6 +30,7 @@ RULES=${RULES:-10000}
 WILDCARDS=${WILDCARDS:-100}
 WORKLOADS=${WORKLOADS:-one-hot-key uniform zipf three-plus-global many-rules-exact many-rules-wildcard}
 OPEN_WORKLOADS=${OPEN_WORKLOADS-one-hot-key three-plus-global}
+OPEN_FRACTIONS=${OPEN_FRACTIONS:-0.1 0.25 0.5}
 H2LOAD_REQUESTS=${H2LOAD_REQUESTS:-200000}
 BUSY_FLOOR=${BUSY_FLOOR:-0.8}
 RETRIES=${RETRIES:-2}
@@ -157,11 +160,24 @@ EOF
 }
 
 echo "== closed loop: $WORKLOADS; $RUNS runs of ${DURATION}s (+${WARMUP}s warmup) each" >&2
+# measure_pair WORKLOAD TAG [flags...]: one run of each server, back to back. Odd runs start
+# with Tollgate, even runs with the ceiling (ABBA), so that neither a drift in the machine's
+# load nor going first favours one server.
+measure_pair() {
+  local workload=$1 tag=$2 run=$3
+  shift 3
+  if ((run % 2)); then
+    measure tollgate "$workload" "$tag" "$@"
+    measure ceiling "$workload" "$tag" "$@"
+  else
+    measure ceiling "$workload" "$tag" "$@"
+    measure tollgate "$workload" "$tag" "$@"
+  fi
+}
+
 for workload in $WORKLOADS; do
   for ((run = 1; run <= RUNS; run++)); do
-    # Interleaved, so drift in the machine's load hits both servers alike.
-    measure tollgate "$workload" "closed$run" --duration "$DURATION"
-    measure ceiling "$workload" "closed$run" --duration "$DURATION"
+    measure_pair "$workload" "closed$run" "$run" --duration "$DURATION"
   done
 done
 
@@ -181,11 +197,12 @@ for workload in $OPEN_WORKLOADS; do
     measure ceiling "$workload" "closed1" --duration "$DURATION"
     ceiling=$(median_throughput "$workload")
   fi
-  rate=$(python3 -c "print(round($ceiling / 2))")
-  echo "== open loop: $workload at $rate calls/s (half the ceiling's $ceiling)" >&2
-  for ((run = 1; run <= RUNS; run++)); do
-    measure tollgate "$workload" "open$run" --duration "$DURATION" --rate "$rate"
-    measure ceiling "$workload" "open$run" --duration "$DURATION" --rate "$rate"
+  for fraction in $OPEN_FRACTIONS; do
+    rate=$(python3 -c "print(round($ceiling * $fraction))")
+    echo "== open loop: $workload at $rate calls/s ($fraction of the ceiling's $ceiling)" >&2
+    for ((run = 1; run <= RUNS; run++)); do
+      measure_pair "$workload" "open$fraction-$run" "$run" --duration "$DURATION" --rate "$rate"
+    done
   done
 done
 
@@ -226,9 +243,10 @@ EOF
 fi
 
 echo >&2
-python3 - "$RESULTS" "$WORKLOADS" "$OPEN_WORKLOADS" <<'EOF'
+python3 - "$RESULTS" "$WORKLOADS" "$OPEN_WORKLOADS" "$OPEN_FRACTIONS" <<'EOF'
 import glob, json, statistics, sys
-results, workloads, open_workloads = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+results, workloads = sys.argv[1], sys.argv[2].split()
+open_workloads, open_fractions = sys.argv[3].split(), sys.argv[4].split()
 
 def runs(server, workload, mode):
     return [json.load(open(p)) for p in sorted(glob.glob(f"{results}/{server}.{workload}.{mode}*.json"))]
@@ -258,19 +276,20 @@ for w in workloads:
           f"| {cpu_ratio:.2f}x | {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} "
           f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} | {busy(t):.0%} / {busy(c):.0%} |")
 
-rows = [(w, runs("tollgate", w, "open"), runs("ceiling", w, "open")) for w in open_workloads]
-rows = [row for row in rows if row[1] and row[2]]
+rows = [(w, f, runs("tollgate", w, f"open{f}-"), runs("ceiling", w, f"open{f}-"))
+        for w in open_workloads for f in open_fractions]
+rows = [row for row in rows if row[2] and row[3]]
 if rows:
     print()
-    print("Open loop at half the ceiling's closed-loop throughput (latency from each call's intended start):")
+    print("Open loop at fractions of the ceiling's closed-loop throughput (latency from each call's intended start):")
     print()
-    print("| workload | offered calls/s | Tollgate p50/p99/p99.9 µs | ceiling p50/p99/p99.9 µs | Tollgate / ceiling CPU µs/call | CPU ratio | load generator send lag p99 µs (Tollgate / ceiling) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for w, t, c in rows:
+    print("| workload | fraction | offered calls/s | Tollgate p50/p99/p99.9 µs | ceiling p50/p99/p99.9 µs | Tollgate / ceiling CPU µs/call | CPU ratio | load generator send lag p99 µs (Tollgate / ceiling) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for w, f, t, c in rows:
         lat = lambda rs, q: med([r["latency"][q] for r in rs])
         lag = lambda rs: med([r["send_lag"]["p99_us"] for r in rs])
         cpu_ratio = med([cpu_us(a) / cpu_us(b) for a, b in zip(t, c)])
-        print(f"| {w} | {t[0]['rate']:,.0f} | {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} / {lat(t, 'p99.9_us'):.0f} "
+        print(f"| {w} | {f} | {t[0]['rate']:,.0f} | {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} / {lat(t, 'p99.9_us'):.0f} "
               f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} / {lat(c, 'p99.9_us'):.0f} "
               f"| {med([cpu_us(r) for r in t]):.2f} / {med([cpu_us(r) for r in c]):.2f} | {cpu_ratio:.2f}x "
               f"| {lag(t):.0f} / {lag(c):.0f} |")
@@ -290,4 +309,4 @@ echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 if ((REPEATED > 0 || KEPT_DISTURBED > 0)); then
   echo "Disturbed runs: $REPEATED repeated, $KEPT_DISTURBED kept after $RETRIES retries (neither side kept its core ${BUSY_FLOOR} busy)."
 fi
-echo "Settings: DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY KEYS=$KEYS RULES=$RULES WILDCARDS=$WILDCARDS; medians of $RUNS runs; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+echo "Settings: DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY KEYS=$KEYS RULES=$RULES WILDCARDS=$WILDCARDS OPEN_FRACTIONS=\"$OPEN_FRACTIONS\"; medians of $RUNS runs; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod proto;
 pub mod proxy;
 pub mod rls;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod wire;

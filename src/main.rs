@@ -195,7 +195,7 @@ fn main() -> ExitCode {
             merge_domains,
             proxy_config,
         } => validate(path.as_deref(), merge_domains, proxy_config.as_deref()),
-        command => match tokio::runtime::Runtime::new() {
+        command => match tollgate::runtime::build() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
                     Command::Serve(args) => run_serve(args).await.map(|()| ExitCode::SUCCESS),

@@ -7,6 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::process::{BIN, spawn_serve};
+use tollgate::proto::RateLimitServiceClient;
+use tollgate::proto::rate_limit_response::Code;
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -187,4 +189,57 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_bad() {
 
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pinned to one CPU, `serve` runs on a current-thread runtime (it says so), and concurrent
+/// calls over one connection are still counted exactly.
+#[tokio::test]
+async fn serve_pinned_to_one_cpu_runs_a_current_thread_runtime_and_counts_exactly() {
+    if !common::require_program("taskset", "TASKSET") {
+        return;
+    }
+    let mut command = Command::new("taskset");
+    command.args(["-c", "0", BIN, "serve"]).args([
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    let (_server, mut lines) = common::process::spawn(command);
+    let runtime = lines
+        .by_ref()
+        .find(|line| line.contains("tokio runtime"))
+        .expect("the server logs its runtime");
+    assert!(runtime.contains("cpus=1"), "{runtime}");
+    assert!(runtime.contains("CurrentThread"), "{runtime}");
+    let grpc = common::process::bound_address(&mut lines, "gRPC");
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // The embedded default allows 10 calls a minute per address.
+    let calls = (0..30).map(|_| {
+        let mut client = RateLimitServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            let request = common::request(
+                "ask-ai",
+                vec![common::descriptor(&[("remote_address", "198.51.100.9")])],
+            );
+            client
+                .should_rate_limit(request)
+                .await
+                .unwrap()
+                .into_inner()
+        })
+    });
+    let mut ok = 0;
+    for call in calls.collect::<Vec<_>>() {
+        if call.await.unwrap().overall_code == Code::Ok as i32 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 10);
 }

@@ -55,7 +55,7 @@ impl RateLimitService for ConstantOk {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let served = tokio::runtime::Runtime::new()
+    let served = tollgate::runtime::build()
         .context("starting the tokio runtime")
         .and_then(|runtime| runtime.block_on(serve(args.grpc_addr)));
     match served {
