@@ -54,6 +54,11 @@ load() {
   }
 }
 
+# Each server on one CPU, as bench/run.sh runs them: the runtime it then builds is the one-CPU
+# runtime (current-thread), whatever the machine has.
+PIN_SERVER=()
+command -v taskset >/dev/null && PIN_SERVER=(taskset -c 0)
+
 # count SERVER WORKLOAD: instructions per counted call, on the server started for it.
 count() {
   local server=$1 workload=$2 port log pid
@@ -65,7 +70,7 @@ count() {
     cmd=("$BIN/tollgate" serve --config "$WORK/configs" --log warn
       --grpc-addr "127.0.0.1:$port" --http-addr "127.0.0.1:$(free_port)")
   fi
-  valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$log" 2>&1 &
+  "${PIN_SERVER[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$log" 2>&1 &
   pid=$!
   track "$pid"
   wait_for_port "$server" "$pid" "$port" "$log" 1200

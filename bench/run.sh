@@ -4,7 +4,8 @@
 # CPU time per call, and prints one table (medians of RUNS runs). See bench/README.md.
 #
 # Every setting is an environment variable:
-#   DURATION=5 WARMUP=1 RUNS=3            seconds per measurement, warmup, repetitions
+#   DURATION=5 WARMUP=1 RUNS=4            seconds per measurement, warmup, repetitions (even:
+#                                         half the pairs start with each server)
 #   CONNECTIONS=8 CONCURRENCY=256         HTTP/2 connections, calls in flight in total
 #   KEYS=10000                            key space of uniform, zipf, three-plus-global
 #   RULES=10000 WILDCARDS=100             size of the generated many-rules configs
@@ -15,14 +16,14 @@
 #   H2LOAD_REQUESTS=200000                calls per h2load cross-check (0 to skip it)
 #   BUSY_FLOOR=0.8 RETRIES=2              repeat a closed-loop run in which neither side kept its
 #                                         core this busy (a neighbour took the CPU), at most twice
-#   RESULTS_DIR=dir                       keep the raw JSON reports there
+#   RESULTS_DIR=dir                       keep the raw JSON reports there (new or empty)
 #   CARGO_TARGET_DIR                      where cargo builds (default: target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-4}
 CONNECTIONS=${CONNECTIONS:-8}
 CONCURRENCY=${CONCURRENCY:-256}
 KEYS=${KEYS:-10000}
@@ -48,6 +49,11 @@ cargo build --release --locked --bin tollgate --bin tollgate-load --bin tollgate
 source bench/lib.sh
 RESULTS=${RESULTS_DIR:-$WORK/results}
 mkdir -p "$RESULTS"
+# The tables read every report in it: an earlier run's would be counted as this one's.
+if [[ -n $(ls -A "$RESULTS") ]]; then
+  echo "run.sh: RESULTS_DIR $RESULTS is not empty; give a new or empty directory" >&2
+  exit 1
+fi
 
 # Server on core 0, load generator on core 1, when there are two cores to give.
 if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
@@ -160,9 +166,9 @@ EOF
 }
 
 echo "== closed loop: $WORKLOADS; $RUNS runs of ${DURATION}s (+${WARMUP}s warmup) each" >&2
-# measure_pair WORKLOAD TAG [flags...]: one run of each server, back to back. Odd runs start
-# with Tollgate, even runs with the ceiling (ABBA), so that neither a drift in the machine's
-# load nor going first favours one server.
+# measure_pair WORKLOAD TAG RUN [flags...]: one run of each server, back to back. Odd runs
+# start with Tollgate, even runs with the ceiling (ABBA; balanced when RUNS is even), so that
+# neither a drift in the machine's load nor going first favours one server.
 measure_pair() {
   local workload=$1 tag=$2 run=$3
   shift 3

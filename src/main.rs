@@ -79,6 +79,9 @@ struct ProxyArgs {
     http_addr: Option<SocketAddr>,
 }
 
+/// A key's shard is taken from 16 bits of its hash (`store::HashedKey::shard`).
+const MAX_SHARDS: u64 = 1 << 16;
+
 #[derive(Args)]
 struct ServeArgs {
     /// A YAML file, or a directory of *.yaml/*.yml files. Without it: the embedded default.
@@ -102,8 +105,9 @@ struct ServeArgs {
     /// Decide and count as usual, but always answer OK.
     #[arg(long, env = "TOLLGATE_SHADOW")]
     shadow: bool,
-    /// Shard actors owning the per-descriptor counters.
-    #[arg(long, env = "TOLLGATE_SHARDS", default_value_t = 64)]
+    /// Shard actors owning the per-descriptor counters (1 to 65536).
+    #[arg(long, env = "TOLLGATE_SHARDS", default_value_t = 64,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_SHARDS))]
     shards: usize,
     /// Most counters held at once; past it, new keys fail (closed where a limit says so).
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = 1_000_000)]
@@ -197,6 +201,9 @@ fn main() -> ExitCode {
         } => validate(path.as_deref(), merge_domains, proxy_config.as_deref()),
         command => match tollgate::runtime::build() {
             Ok(runtime) => runtime.block_on(async {
+                if !matches!(command, Command::Check(_)) {
+                    tracing::info!("tokio runtime: {}", tollgate::runtime::describe(&runtime));
+                }
                 match command {
                     Command::Serve(args) => run_serve(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Check(args) => run_check(args).await,
@@ -332,6 +339,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 /// On SIGHUP, reads the config again; a config that does not validate is logged and changes
 /// nothing. The handler is installed before this returns, so an early SIGHUP cannot kill us.
 fn reload_on_sighup(args: ServeArgs, reload: tokio::sync::mpsc::Sender<RateLimitConfig>) {
+    let args = Arc::new(args);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -348,7 +356,13 @@ fn reload_on_sighup(args: ServeArgs, reload: tokio::sync::mpsc::Sender<RateLimit
                     tracing::info!("SIGHUP: the embedded default config has nothing to reload");
                     continue;
                 }
-                match load_config(&args) {
+                // Read and parsed on the blocking pool: on a current-thread runtime a large
+                // file parsed in place would hold up every call meanwhile.
+                let reading = Arc::clone(&args);
+                let loaded = tokio::task::spawn_blocking(move || load_config(&reading))
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the config failed: {e}")));
+                match loaded {
                     Ok(config) => {
                         tracing::info!("SIGHUP: reloading {}", config.summary().trim_end());
                         if reload.send(config).await.is_err() {

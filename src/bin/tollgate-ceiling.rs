@@ -57,7 +57,13 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let served = tollgate::runtime::build()
         .context("starting the tokio runtime")
-        .and_then(|runtime| runtime.block_on(serve(args.grpc_addr)));
+        .and_then(|runtime| {
+            eprintln!(
+                "tollgate-ceiling: tokio runtime: {}",
+                tollgate::runtime::describe(&runtime)
+            );
+            runtime.block_on(serve(args.grpc_addr))
+        });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

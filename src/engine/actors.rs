@@ -130,9 +130,17 @@ impl Actors {
 
     /// Drops expired counters from every actor, one at a time.
     pub fn sweep(&self, now: Duration) -> usize {
-        (0..self.actors.len())
-            .map(|a| self.enter(a).sweep(now.as_secs()))
-            .sum()
+        (0..self.count()).map(|a| self.sweep_one(a, now)).sum()
+    }
+
+    /// Drops the expired counters of one actor.
+    pub fn sweep_one(&self, actor: usize, now: Duration) -> usize {
+        self.enter(actor).sweep(now.as_secs())
+    }
+
+    /// Shard actors and the global actor.
+    pub fn count(&self) -> usize {
+        self.actors.len()
     }
 
     /// Counters held right now, over all actors.

@@ -266,7 +266,15 @@ impl Engine {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = ticks.tick() => {
-                    let swept = self.sweep();
+                    // One actor at a time, yielding in between: on a current-thread runtime a
+                    // sweep of a million keys in one go would hold up every connection.
+                    let now = self.clock.now();
+                    let mut swept = 0;
+                    for actor in 0..self.actors.count() {
+                        swept += self.actors.sweep_one(actor, now);
+                        tokio::task::yield_now().await;
+                    }
+                    self.metrics.swept_counters.inc_by(swept as u64);
                     tracing::debug!(swept, "swept expired counters");
                 }
             }

@@ -17,7 +17,7 @@ pub struct KeyTableFull {
 /// The hash of counter keys, randomly seeded (keys are client-controlled).
 ///
 /// Every table of one engine shares one, so a key is hashed once per call: the engine routes
-/// the key to its actor by [`KeyHasher::shard`], and the actor's table files it by the same
+/// the key to its actor by [`HashedKey::shard`], and the actor's table files it by the same
 /// hash.
 #[derive(Clone, Debug, Default)]
 pub struct KeyHasher(foldhash::quality::RandomState);
@@ -34,19 +34,20 @@ impl KeyHasher {
 impl<'k> HashedKey<'k> {
     /// A key with the hash its [`KeyHasher`] gave it before (kept apart while the key's
     /// bytes were still being written).
-    pub fn with_hash(key: &'k [u8], hash: u64) -> HashedKey<'k> {
+    pub(crate) fn with_hash(key: &'k [u8], hash: u64) -> HashedKey<'k> {
         HashedKey { key, hash }
     }
 
-    pub fn hash(&self) -> u64 {
+    pub(crate) fn hash(&self) -> u64 {
         self.hash
     }
 
-    /// Which of `shards` owns the key. Taken from bits 40 and up, which the tables leave
-    /// alone: a table indexes by the low bits and tags entries with the top 7, so keys that
-    /// share a shard still spread over its buckets and tags.
+    /// Which of `shards` (at most 2^16) owns the key. Taken from bits 40 to 55, which a
+    /// table leaves alone: it indexes by the low bits (fewer than 40 for any table that fits
+    /// in memory) and tags entries with the top 7, so keys that share a shard still spread
+    /// over its buckets and tags.
     pub fn shard(&self, shards: usize) -> usize {
-        ((self.hash >> 40) % shards as u64) as usize
+        (((self.hash >> 40) & 0xffff) % shards as u64) as usize
     }
 }
 
@@ -96,7 +97,17 @@ impl MemoryCounters {
         }
     }
 
+    /// A key hashed by another hasher would be filed twice, its count split: never in tests.
+    fn debug_check(&self, key: HashedKey<'_>) {
+        debug_assert_eq!(
+            self.hasher.hash(key.key).hash,
+            key.hash,
+            "a key hashed by another KeyHasher"
+        );
+    }
+
     pub fn get(&self, key: HashedKey<'_>) -> Option<&Counter> {
+        self.debug_check(key);
         self.table
             .find(key.hash, |entry| key.stored_in(entry))
             .map(|(_, c)| c)
@@ -132,6 +143,7 @@ impl MemoryCounters {
 
     /// Stores `counter` under `key`; for a new key, check [`Self::make_room`] first.
     pub fn put(&mut self, key: HashedKey<'_>, counter: Counter) {
+        self.debug_check(key);
         let hasher = &self.hasher;
         match self.table.entry(
             key.hash,
@@ -147,6 +159,7 @@ impl MemoryCounters {
 
     /// Updates `key` only if it is stored (a refund never creates a counter).
     pub fn update(&mut self, key: HashedKey<'_>, counter: Counter) {
+        self.debug_check(key);
         if let Some((_, slot)) = self.table.find_mut(key.hash, |entry| key.stored_in(entry)) {
             *slot = counter;
         }
@@ -220,9 +233,9 @@ mod tests {
         let keys = KeyHasher::default();
         // About 3,000 keys land in one shard of 64: enough that every value of 7 bits shows up.
         let names: Vec<String> = (0..200_000).map(|i| format!("key-{i}")).collect();
-        let in_shard_0: Vec<u64> = names
+        let hashes: Vec<HashedKey<'_>> = names.iter().map(|n| keys.hash(n.as_bytes())).collect();
+        let in_shard_0: Vec<u64> = hashes
             .iter()
-            .map(|n| keys.hash(n.as_bytes()))
             .filter(|k| k.shard(64) == 0)
             .map(|k| k.hash)
             .collect();
@@ -231,11 +244,37 @@ mod tests {
             "{} keys in shard 0",
             in_shard_0.len()
         );
-        // The low bits (bucket index) and the top 7 (tag) take all their values within one
-        // shard: routing did not fix any of them.
-        let low: std::collections::HashSet<u64> = in_shard_0.iter().map(|h| h & 63).collect();
+        // Every bit a table may index by (0 to 39) and every tag bit (57 to 63) is still both
+        // 0 and 1 within one shard: routing fixed none of them.
+        for bit in (0..40).chain(57..64) {
+            let set = in_shard_0.iter().filter(|h| *h >> bit & 1 == 1).count();
+            assert!(
+                set > 0 && set < in_shard_0.len(),
+                "bit {bit} is fixed in shard 0"
+            );
+        }
         let top: std::collections::HashSet<u64> = in_shard_0.iter().map(|h| h >> 57).collect();
-        assert_eq!(low.len(), 64);
         assert_eq!(top.len(), 128);
+        // Shard counts that are not powers of two fill evenly too.
+        for shards in [3, 100] {
+            let mut filled = vec![0usize; shards];
+            for k in &hashes {
+                filled[k.shard(shards)] += 1;
+            }
+            let expected = hashes.len() / shards;
+            for (shard, &n) in filled.iter().enumerate() {
+                assert!(
+                    n.abs_diff(expected) < expected / 5,
+                    "shard {shard} of {shards}: {n} keys, expected about {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "another KeyHasher")]
+    fn a_key_hashed_by_another_hasher_is_caught_in_tests() {
+        let mut table = MemoryCounters::new(4, KeyHasher::default());
+        table.put(KeyHasher::default().hash(b"a"), counter(60));
     }
 }
