@@ -205,7 +205,7 @@ for workload in $OPEN_WORKLOADS; do
   fi
   for fraction in $OPEN_FRACTIONS; do
     rate=$(python3 -c "print(round($ceiling * $fraction))")
-    echo "== open loop: $workload at $rate calls/s ($fraction of the ceiling's $ceiling)" >&2
+    echo "== open loop: $workload at $rate calls/s ($fraction of the ceiling's $(python3 -c "print(round($ceiling))"))" >&2
     for ((run = 1; run <= RUNS; run++)); do
       measure_pair "$workload" "open$fraction-$run" "$run" --duration "$DURATION" --rate "$rate"
     done
