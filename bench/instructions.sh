@@ -70,7 +70,9 @@ count() {
     cmd=("$BIN/tollgate" serve --config "$WORK/configs" --log warn
       --grpc-addr "127.0.0.1:$port" --http-addr "127.0.0.1:$(free_port)")
   fi
-  "${PIN_SERVER[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$log" 2>&1 &
+  # shellcheck disable=SC2086 # CALLGRIND_OPTS is a list of options
+  "${PIN_SERVER[@]}" valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$out" \
+    "${cmd[@]}" >"$log" 2>&1 &
   pid=$!
   track "$pid"
   wait_for_port "$server" "$pid" "$port" "$log" 1200
