@@ -11,6 +11,7 @@
 #   KEYS=10000 RULES=10000 WILDCARDS=100 as in bench/run.sh
 #   WORKLOADS="one-hot-key uniform three-plus-global many-rules-exact"
 #   KEEP_PROFILES=dir                    keep the callgrind files (callgrind_annotate reads them)
+#   CALLGRIND_OPTS="--cache-sim=yes"     more valgrind options (here: simulated cache misses)
 #   CARGO_TARGET_DIR                     where cargo builds (default: target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +58,8 @@ load() {
 # Each server on one CPU, as bench/run.sh runs them: the runtime it then builds is the one-CPU
 # runtime (current-thread), whatever the machine has.
 PIN_SERVER=()
-command -v taskset >/dev/null && PIN_SERVER=(taskset -c 0)
+read -r -a CPUS <<<"$(allowed_cpus)"
+command -v taskset >/dev/null && PIN_SERVER=(taskset -c "${CPUS[0]}")
 
 # count SERVER WORKLOAD: instructions per counted call, on the server started for it.
 count() {

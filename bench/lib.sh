@@ -51,6 +51,11 @@ write_configs() {
   } >"$dir/bench-wild.yaml"
 }
 
+# allowed_cpus: the CPUs this process may run on, in order (a cpuset need not start at 0).
+allowed_cpus() {
+  python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))'
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tollgate beside the ceiling of its own stack: builds the release binaries, starts Tollgate and
 # tollgate-ceiling on loopback, offers each the same load per workload, measures each server's
-# CPU time per call, and prints one table (medians of RUNS runs). See bench/README.md.
+# CPU time per call, and prints its tables (medians of RUNS runs). See bench/README.md.
 #
 # Every setting is an environment variable:
 #   DURATION=5 WARMUP=1 RUNS=4            seconds per measurement, warmup, repetitions (even:
@@ -55,11 +55,12 @@ if [[ -n $(ls -A "$RESULTS") ]]; then
   exit 1
 fi
 
-# Server on core 0, load generator on core 1, when there are two cores to give.
-if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
-  PIN_SERVER=(taskset -c 0)
-  PIN_LOAD=(taskset -c 1)
-  PINNING="server on core 0, load generator on core 1"
+# Server on one core, load generator on another, when there are two cores to give.
+read -r -a CPUS <<<"$(allowed_cpus)"
+if [[ ${#CPUS[@]} -ge 2 ]] && command -v taskset >/dev/null; then
+  PIN_SERVER=(taskset -c "${CPUS[0]}")
+  PIN_LOAD=(taskset -c "${CPUS[1]}")
+  PINNING="server on core ${CPUS[0]}, load generator on core ${CPUS[1]}"
   PINNED=1
 else
   PIN_SERVER=()

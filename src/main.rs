@@ -79,9 +79,6 @@ struct ProxyArgs {
     http_addr: Option<SocketAddr>,
 }
 
-/// A key's shard is taken from 16 bits of its hash (`store::HashedKey::shard`).
-const MAX_SHARDS: u64 = 1 << 16;
-
 #[derive(Args)]
 struct ServeArgs {
     /// A YAML file, or a directory of *.yaml/*.yml files. Without it: the embedded default.
@@ -107,7 +104,8 @@ struct ServeArgs {
     shadow: bool,
     /// Shard actors owning the per-descriptor counters (1 to 65536).
     #[arg(long, env = "TOLLGATE_SHARDS", default_value_t = 64,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_SHARDS))]
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(1..=tollgate::store::MAX_SHARDS as u64))]
     shards: usize,
     /// Most counters held at once; past it, new keys fail (closed where a limit says so).
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = 1_000_000)]

@@ -215,7 +215,9 @@ async fn serve_pinned_to_one_cpu_runs_a_current_thread_runtime_and_counts_exactl
         return;
     }
     let mut command = Command::new("taskset");
-    command.args(["-c", &first_allowed_cpu(), BIN]);
+    command
+        .args(["-c", &first_allowed_cpu(), BIN])
+        .env_remove("TOKIO_WORKER_THREADS");
     serve_counts_exactly_on_a_current_thread_runtime(command).await;
 }
 
@@ -244,17 +246,22 @@ async fn serve_counts_exactly_on_a_current_thread_runtime(mut command: Command) 
         .args(["serve", "--config", &fixture("hourly.yaml")])
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]);
     let (_server, mut lines) = common::process::spawn(command);
+    // The log up to the bound gRPC address (logged after the runtime line), or to its end
+    // should the server exit.
     let mut early = Vec::new();
-    let runtime = lines
-        .by_ref()
-        .inspect(|line| early.push(line.clone()))
-        .find(|line| line.contains("tokio runtime"));
-    let runtime = runtime.unwrap_or_else(|| panic!("no runtime line in:\n{}", early.join("\n")));
+    for line in lines.by_ref() {
+        let bound = line.contains("gRPC") && line.contains("addr=");
+        early.push(line);
+        if bound {
+            break;
+        }
+    }
+    let log = early.join("\n");
     assert!(
-        runtime.contains("CurrentThread with 1 worker(s)"),
-        "{runtime}"
+        log.contains("tokio runtime: CurrentThread with 1 worker(s)"),
+        "{log}"
     );
-    let grpc = common::process::bound_address(&mut lines, "gRPC");
+    let grpc = common::process::bound_address(&mut early.into_iter(), "gRPC");
     std::thread::spawn(move || lines.for_each(drop));
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))

@@ -295,6 +295,7 @@ async fn the_sweeper_drops_expired_counters_on_its_interval() {
         tokio::task::yield_now().await;
     }
     assert_eq!(engine.counters(), 0);
+    assert_eq!(engine.metrics().swept_counters.get(), 3);
     let _ = stop.send(());
     sweeper.await.expect("the sweeper stops on shutdown");
 }

@@ -1,7 +1,8 @@
 //! `tollgate-ceiling`: a benchmark-only server, never a rate limiter.
 //!
 //! A bare tonic server on the same stack as Tollgate (tonic, prost, the same generated Envoy
-//! types, a multi-threaded tokio runtime) that answers every `ShouldRateLimit` with a constant
+//! types, the service's own runtime policy from `tollgate::runtime`) that answers every
+//! `ShouldRateLimit` with a constant
 //! OK: overall OK and one OK status per request descriptor, nothing else. It decides nothing
 //! and counts nothing. Its throughput and CPU time per call under a given load are the
 //! practical limit of this stack on this machine; `bench/run.sh` reports Tollgate as a ratio of

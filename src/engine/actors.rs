@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::plan::{Op, Plan};
 use crate::clock::Clock;
 use crate::limits::{Counter, Mode};
-use crate::store::{HashedKey, KeyHasher, KeyTableFull, MemoryCounters};
+use crate::store::{HashedKey, KeyHasher, KeyTableFull, MAX_SHARDS, MemoryCounters};
 
 pub(crate) struct Actors {
     /// `actors[..shards]` are the shard actors; the last one is the global actor.
@@ -25,7 +25,7 @@ pub(crate) struct Actors {
 
 impl Actors {
     pub fn new(shards: usize, max_keys: usize) -> Actors {
-        let shards = shards.max(1);
+        let shards = shards.clamp(1, MAX_SHARDS);
         let per_shard = max_keys.div_ceil(shards).max(1);
         let keys = KeyHasher::default();
         // The global actor holds only configured caps, so its size is bounded by the config.

@@ -42,7 +42,8 @@ pub enum UnknownDomain {
 
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// Shard actors that own the per-descriptor counters.
+    /// Shard actors that own the per-descriptor counters (at most [`crate::store::MAX_SHARDS`];
+    /// more are taken as that many).
     pub shards: usize,
     /// Bound on the counters held at once, over all shards.
     pub max_keys: usize,
@@ -252,6 +253,20 @@ impl Engine {
         swept
     }
 
+    /// [`Engine::sweep`], one actor at a time, yielding in between: on a current-thread
+    /// runtime a sweep of a million keys in one go would hold up every connection meanwhile.
+    pub async fn sweep_yielding(&self) -> usize {
+        let now = self.clock.now();
+        let mut swept = 0;
+        for actor in 0..self.actors.count() {
+            let dropped = self.actors.sweep_one(actor, now);
+            self.metrics.swept_counters.inc_by(dropped as u64);
+            swept += dropped;
+            tokio::task::yield_now().await;
+        }
+        swept
+    }
+
     /// Counters held right now (for tests and metrics).
     pub fn counters(&self) -> usize {
         self.actors.len()
@@ -266,15 +281,7 @@ impl Engine {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = ticks.tick() => {
-                    // One actor at a time, yielding in between: on a current-thread runtime a
-                    // sweep of a million keys in one go would hold up every connection.
-                    let now = self.clock.now();
-                    let mut swept = 0;
-                    for actor in 0..self.actors.count() {
-                        swept += self.actors.sweep_one(actor, now);
-                        tokio::task::yield_now().await;
-                    }
-                    self.metrics.swept_counters.inc_by(swept as u64);
+                    let swept = self.sweep_yielding().await;
                     tracing::debug!(swept, "swept expired counters");
                 }
             }

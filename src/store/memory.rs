@@ -14,6 +14,9 @@ pub struct KeyTableFull {
     pub capacity: usize,
 }
 
+/// The most shard actors one engine spreads keys over.
+pub const MAX_SHARDS: usize = 1 << 16;
+
 /// The hash of counter keys, randomly seeded (keys are client-controlled).
 ///
 /// Every table of one engine shares one, so a key is hashed once per call: the engine routes
@@ -42,12 +45,12 @@ impl<'k> HashedKey<'k> {
         self.hash
     }
 
-    /// Which of `shards` (at most 2^16) owns the key. Taken from bits 40 to 55, which a
-    /// table leaves alone: it indexes by the low bits (fewer than 40 for any table that fits
-    /// in memory) and tags entries with the top 7, so keys that share a shard still spread
-    /// over its buckets and tags.
+    /// Which of `shards` (at most [`MAX_SHARDS`]) owns the key. Taken from bits 24 to 55,
+    /// which a table leaves alone: it indexes by the low bits (fewer than 24 up to 16 million
+    /// buckets) and tags entries with the top 7, so keys that share a shard still spread over
+    /// its buckets and tags; 32 bits spread evenly over any number of shards up to the bound.
     pub fn shard(&self, shards: usize) -> usize {
-        (((self.hash >> 40) & 0xffff) % shards as u64) as usize
+        ((self.hash >> 24) as u32 as u64 % shards as u64) as usize
     }
 }
 
@@ -97,7 +100,8 @@ impl MemoryCounters {
         }
     }
 
-    /// A key hashed by another hasher would be filed twice, its count split: never in tests.
+    /// A key hashed by another hasher would be filed twice, its count split. That must never
+    /// happen; debug builds (the tests) check it.
     fn debug_check(&self, key: HashedKey<'_>) {
         debug_assert_eq!(
             self.hasher.hash(key.key).hash,
@@ -244,9 +248,9 @@ mod tests {
             "{} keys in shard 0",
             in_shard_0.len()
         );
-        // Every bit a table may index by (0 to 39) and every tag bit (57 to 63) is still both
+        // Every bit a table may index by (0 to 23) and every tag bit (57 to 63) is still both
         // 0 and 1 within one shard: routing fixed none of them.
-        for bit in (0..40).chain(57..64) {
+        for bit in (0..24).chain(57..64) {
             let set = in_shard_0.iter().filter(|h| *h >> bit & 1 == 1).count();
             assert!(
                 set > 0 && set < in_shard_0.len(),
@@ -269,6 +273,15 @@ mod tests {
                 );
             }
         }
+        // A count that does not divide the bits' range: no block of shards gets twice the keys
+        // (as 16 bits over 40,000 shards would give the first 25,536).
+        let low_half = hashes.iter().filter(|k| k.shard(40_000) < 20_000).count();
+        let half = hashes.len() / 2;
+        assert!(
+            low_half.abs_diff(half) < half / 20,
+            "{low_half} of {}",
+            hashes.len()
+        );
     }
 
     #[test]
