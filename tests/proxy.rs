@@ -379,9 +379,8 @@ async fn upstream_errors_keep_their_status_and_body_and_give_the_tokens_back() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_in_openais_shape_with_the_tokens_back() {
     for mode in BOTH {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
+        let (_refusing, address) = common::refusing_address();
+        let dead = format!("http://{address}");
         let yaml = PROXY_WITH_TOKENS.replace("\"{upstream}\"", &format!("\"{dead}\""));
         let proxy = ProxyUnderTest::start(mode, LIMITS, &yaml).await;
         let response = proxy.chat().send().await.unwrap();
@@ -393,9 +392,8 @@ async fn an_unreachable_upstream_is_a_502_in_openais_shape_with_the_tokens_back(
 
 #[tokio::test]
 async fn a_limiter_that_cannot_be_reached_denies_with_503_and_calls_nothing() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_refusing, address) = common::refusing_address();
+    let dead = format!("http://{address}");
     for (policy, want, outcome) in [("deny", 503, "limiter_error"), ("allow", 200, "forwarded")] {
         let upstream = common::openai::FakeOpenAi::start().await;
         let yaml = format!("{PROXY}on_limiter_error: {policy}\n");

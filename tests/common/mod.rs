@@ -222,6 +222,16 @@ where
     }
 }
 
+/// An address on 127.0.0.1 that refuses connections for as long as the returned socket lives:
+/// the port is bound but never listened on, so nothing else can take it meanwhile (a listener
+/// bound and dropped frees its port for the next server a test starts, which then answers).
+pub fn refusing_address() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    (socket, address)
+}
+
 /// Whether a third-party program is on PATH; if not, skips loudly, or fails when
 /// `TOLLGATE_REQUIRE_<NAME>=1` says it must be there (as CI does).
 pub fn require_program(program: &str, env_name: &str) -> bool {
