@@ -371,8 +371,13 @@ mod tests {
         let grace = Duration::from_secs(5);
         let served = supervise(tasks, ready(&readiness), stop.clone(), grace, shutdown);
         let ask = async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            // Serving until shutdown is asked for.
+            // Serving (once the supervisor has run) until shutdown is asked for.
+            for _ in 0..1_000 {
+                if readiness.is_serving() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
             assert!(readiness.is_serving());
             let _ = asked.send(());
         };

@@ -128,13 +128,8 @@ impl Actors {
         room.map(|()| (committed, now))
     }
 
-    /// Drops expired counters from every actor, one at a time.
-    pub fn sweep(&self, now: Duration) -> usize {
-        (0..self.count()).map(|a| self.sweep_one(a, now)).sum()
-    }
-
     /// Drops the expired counters of one actor.
-    pub fn sweep_one(&self, actor: usize, now: Duration) -> usize {
+    pub fn sweep(&self, actor: usize, now: Duration) -> usize {
         self.enter(actor).sweep(now.as_secs())
     }
 

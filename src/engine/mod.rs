@@ -248,23 +248,29 @@ impl Engine {
 
     /// Drops the counters of windows that have ended; returns how many.
     pub fn sweep(&self) -> usize {
-        let swept = self.actors.sweep(self.clock.now());
-        self.metrics.swept_counters.inc_by(swept as u64);
-        swept
+        let now = self.clock.now();
+        (0..self.actors.count())
+            .map(|actor| self.sweep_actor(actor, now))
+            .sum()
     }
 
-    /// [`Engine::sweep`], one actor at a time, yielding in between: on a current-thread
-    /// runtime a sweep of a million keys in one go would hold up every connection meanwhile.
+    /// [`Engine::sweep`], yielding after each actor: on a current-thread runtime a sweep of a
+    /// million keys in one go would hold up every connection meanwhile.
     pub async fn sweep_yielding(&self) -> usize {
         let now = self.clock.now();
         let mut swept = 0;
         for actor in 0..self.actors.count() {
-            let dropped = self.actors.sweep_one(actor, now);
-            self.metrics.swept_counters.inc_by(dropped as u64);
-            swept += dropped;
+            swept += self.sweep_actor(actor, now);
             tokio::task::yield_now().await;
         }
         swept
+    }
+
+    /// Sweeps one actor, counting what it dropped.
+    fn sweep_actor(&self, actor: usize, now: Duration) -> usize {
+        let dropped = self.actors.sweep(actor, now);
+        self.metrics.swept_counters.inc_by(dropped as u64);
+        dropped
     }
 
     /// Counters held right now (for tests and metrics).
