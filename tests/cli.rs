@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::process::{BIN, spawn_serve};
+use common::process::{BIN, log_until_bound, spawn_serve, wall_clock_minute};
 use tollgate::proto::RateLimitServiceClient;
 use tollgate::proto::rate_limit_response::Code;
 
@@ -73,16 +73,9 @@ fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() 
     };
     // The default allows 10 a minute per IP. The server's clock is the real one: if the
     // minute turned during the 11 calls, the count started again, so try again on a fresh IP.
-    let minute = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 60
-    };
     for attempt in 1.. {
         let client = format!("203.0.113.{attempt}");
-        let started = minute();
+        let started = wall_clock_minute();
         for _ in 0..10 {
             let out = check(&client);
             assert!(
@@ -95,7 +88,7 @@ fn serve_runs_the_embedded_default_answers_check_and_exits_cleanly_on_sigterm() 
             assert!(text.contains("name=ip-minute"), "{text}");
         }
         let out = check(&client);
-        if minute() != started && attempt < 3 {
+        if wall_clock_minute() != started && attempt < 3 {
             continue;
         }
         assert_eq!(out.status.code(), Some(2), "OVER_LIMIT exits 2");
@@ -246,16 +239,8 @@ async fn serve_counts_exactly_on_a_current_thread_runtime(mut command: Command) 
         .args(["serve", "--config", &fixture("hourly.yaml")])
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]);
     let (_server, mut lines) = common::process::spawn(command);
-    // The log up to the bound gRPC address (logged after the runtime line), or to its end
-    // should the server exit.
-    let mut early = Vec::new();
-    for line in lines.by_ref() {
-        let bound = line.contains("gRPC") && line.contains("addr=");
-        early.push(line);
-        if bound {
-            break;
-        }
-    }
+    // The runtime line comes before the bound gRPC address.
+    let early = log_until_bound(&mut lines, "gRPC");
     let log = early.join("\n");
     assert!(
         log.contains("tokio runtime: CurrentThread with 1 worker(s)"),

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::json;
 
 use common::openai::FakeOpenAi;
-use common::process::{BIN, bound_address, spawn};
+use common::process::{BIN, bound_address, log_until_bound, spawn, wall_clock_minute};
 
 const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -69,14 +69,7 @@ async fn serve_and_proxy_run_the_shipped_example_in_both_modes() {
     std::thread::spawn(move || lines.for_each(drop));
 
     // The limit below is per minute of the real clock: note the minute the two calls start in.
-    let minute = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 60
-    };
-    let first_minute = minute();
+    let first_minute = wall_clock_minute();
     let response = chat(&in_process).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -104,14 +97,7 @@ async fn serve_and_proxy_run_the_shipped_example_in_both_modes() {
         // runs on the machine's CPUs.
         .env("TOKIO_WORKER_THREADS", "1");
     let (_proxy, mut lines) = spawn(command);
-    let mut early = Vec::new();
-    for line in lines.by_ref() {
-        let last = line.contains("HTTP admin") && line.contains("addr=");
-        early.push(line);
-        if last {
-            break;
-        }
-    }
+    let early = log_until_bound(&mut lines, "HTTP admin");
     let log = early.join("\n");
     assert!(log.contains("tokio runtime: CurrentThread"), "{log}");
     let mut early = early.into_iter();
@@ -127,7 +113,7 @@ async fn serve_and_proxy_run_the_shipped_example_in_both_modes() {
     // Both proxies count against the one service: 2 of the address's 10 a minute are gone
     // (or 1, if the minute turned between the two calls).
     let state = response.headers()["ratelimit"].to_str().unwrap().to_owned();
-    let left: &[u32] = if minute() == first_minute {
+    let left: &[u32] = if wall_clock_minute() == first_minute {
         &[8]
     } else {
         &[8, 9]

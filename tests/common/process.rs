@@ -18,6 +18,30 @@ pub fn bound_address(lines: &mut impl Iterator<Item = String>, what: &str) -> St
     panic!("the server never logged its {what} address");
 }
 
+/// The log up to and including the line naming the address bound for `what` (or all of it,
+/// should the process end first), for asserting on what was logged before it.
+pub fn log_until_bound(lines: &mut impl Iterator<Item = String>, what: &str) -> Vec<String> {
+    let mut log = Vec::new();
+    for line in lines.by_ref() {
+        let bound = line.contains(what) && line.contains("addr=");
+        log.push(line);
+        if bound {
+            break;
+        }
+    }
+    log
+}
+
+/// The minute of the real clock, which the binary's windows follow: a test that counts calls
+/// against a per-minute limit checks whether it turned meanwhile.
+pub fn wall_clock_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+}
+
 /// Starts `tollgate serve` on ephemeral ports with `args`; returns the process, its log lines
 /// (read on), and the gRPC address it logged.
 pub fn spawn_serve(args: &[&str]) -> (Killed, impl Iterator<Item = String> + Send + use<>, String) {
