@@ -361,7 +361,7 @@ type Found = Option<(LimitPolicy, Option<String>)>;
 fn lookup(tree: &RuleTree, entries: &[(&str, &str)]) -> Found {
     let domain = tree.domain("test-domain").expect("test-domain is loaded");
     let found = domain.find(entries.iter().copied())?;
-    let limit = found.node.limits.first()?;
+    let limit = found.limits.first()?;
     Some((limit.policy, limit.name.as_deref().map(str::to_owned)))
 }
 

@@ -4,12 +4,23 @@
 //! lookup), then by the wildcard values of that key in file order, then by the key-only rule.
 //! Exact and key-only rules cost one hash lookup each whatever their number; only wildcard
 //! siblings of one key are tried in turn.
+//!
+//! The layout is for the cache as much as for the count of steps: a domain of 10,000 rules
+//! must decide as fast as one of 2, and each matched rule is a fresh, cold part of memory. So
+//! what matching and deciding read of a rule is packed: a small [`Node`] per rule in one
+//! array, every rule's limits in another, and every exact value and wildcard literal in one
+//! string; what only metric names need lives apart, in [`RuleNaming`].
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
+
 // Lookups hash client-supplied strings, but only the config ever inserts: a fast hash is safe.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastState = foldhash::fast::RandomState;
+type FastMap<K, V> = HashMap<K, V, FastState>;
 
 use super::model::{DescriptorRule, Domain, GlobalCap, Limit, RateLimitConfig};
 
@@ -29,34 +40,67 @@ pub struct DomainRules {
     /// Whether any limit names others in `replaces` (else matching needs no second pass).
     pub has_replaces: bool,
     root: Level,
+    /// The levels under rules, by [`Node`]'s `children`.
+    levels: Vec<Level>,
     nodes: Vec<Node>,
+    /// Every rule's limits, each rule's together, by [`Node`]'s `limits`.
+    limits: Vec<Limit>,
+    naming: Vec<RuleNaming>,
+    /// Every exact value and wildcard literal of the domain, end to end (`Text` ranges).
+    text: String,
+    /// The middle parts of every wildcard pattern (a [`Pattern`]'s `middles`).
+    middles: Vec<Text>,
+    /// Hashes exact values for the levels' tables.
+    values: FastState,
 }
 
-/// A rule reached by matching: the limits it carries and what its counters are keyed by.
+/// A rule reached by matching: where its limits and children are, and how it is counted.
 #[derive(Debug)]
 pub struct Node {
-    /// This rule's place among its domain's rules (`0..DomainRules::rules().len()`).
+    /// This rule's place among its domain's rules (`0..DomainRules::metric_names().len()`).
     pub id: usize,
-    pub limits: Vec<Limit>,
-    /// The wildcard pattern every matching value is counted under (`share_threshold`).
-    pub shared_value: Option<String>,
-    /// The rule's name in metrics, as the reference service forms it from the config:
-    /// `domain.key1_value1.subkey1` (a key-only level is just its key).
-    pub metric_name: Arc<str>,
     /// Metrics for this rule name the request's values (`detailed_metric` here, or
     /// `value_to_metric` on a level of its path): see [`DomainRules::metric_name`].
     pub metric_has_values: bool,
+    /// The rule's wildcard is a `share_threshold` one: see [`RuleNaming::shared_value`].
+    shares_counter: bool,
+    limits: Text,
+    /// The exact value this rule matches (empty for a key-only or wildcard rule).
+    value: Text,
+    children: Option<u32>,
+}
+
+/// What naming a rule in metrics needs, and its `share_threshold` pattern: read for the rare
+/// call that needs them, so kept out of the way of matching.
+#[derive(Debug)]
+struct RuleNaming {
+    /// The rule's name in metrics, as the reference service forms it from the config:
+    /// `domain.key1_value1.subkey1` (a key-only level is just its key).
+    metric_name: Arc<str>,
+    /// The wildcard pattern every matching value is counted under (`share_threshold`).
+    shared_value: Option<String>,
     /// This level's part of the metric name, and whether it shows the request's value instead
     /// (`value_to_metric`, unless the level shares a counter under `share_threshold`).
     segment: String,
     shows_value: bool,
     detailed_metric: bool,
     /// The rule one level up, if any.
-    parent: Option<NodeId>,
-    children: Level,
+    parent: Option<usize>,
 }
 
-type NodeId = usize;
+/// A range of [`DomainRules`]' `text`, `limits` or `middles`: two `u32`s where a `String` would
+/// be three words and a pointer to follow.
+#[derive(Clone, Copy, Debug, Default)]
+struct Text {
+    start: u32,
+    len: u32,
+}
+
+impl Text {
+    fn range(self) -> Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
+    }
+}
 
 #[derive(Debug, Default)]
 struct Level {
@@ -65,15 +109,18 @@ struct Level {
 
 #[derive(Debug, Default)]
 struct KeyRules {
-    exact: FastMap<String, NodeId>,
-    wildcards: Vec<(Pattern, NodeId)>,
-    key_only: Option<NodeId>,
+    /// Rules by exact value: node ids, hashed by [`DomainRules`]' `values`.
+    exact: HashTable<u32>,
+    wildcards: Vec<Pattern>,
+    key_only: Option<u32>,
 }
 
 /// The outcome of matching one descriptor's entries.
 #[derive(Debug)]
 pub struct Match<'t> {
     pub node: &'t Node,
+    /// The limits of the rule, in file order (never empty).
+    pub limits: &'t [Limit],
     /// For each entry (by index) that matched a `share_threshold` wildcard: the pattern its
     /// counter is keyed by instead of the request's value. Usually empty.
     pub shared_values: Vec<(usize, &'t str)>,
@@ -102,24 +149,37 @@ impl RuleTree {
 
 impl DomainRules {
     fn build(domain: &Domain, index: usize) -> DomainRules {
-        let mut nodes = Vec::new();
-        let root = build_level(&domain.descriptors, &domain.name, false, &mut nodes);
-        let has_replaces = nodes
-            .iter()
-            .any(|n| n.limits.iter().any(|l| !l.replaces.is_empty()));
-        DomainRules {
+        let mut rules = DomainRules {
             name: domain.name.clone(),
             index,
             global: domain.global.clone(),
-            has_replaces,
-            root,
-            nodes,
-        }
+            has_replaces: false,
+            root: Level::default(),
+            levels: Vec::new(),
+            nodes: Vec::new(),
+            limits: Vec::new(),
+            naming: Vec::new(),
+            text: String::new(),
+            middles: Vec::new(),
+            values: FastState::default(),
+        };
+        rules.root = rules.build_level(&domain.descriptors, &domain.name, false);
+        rules.has_replaces = rules.limits.iter().any(|l| !l.replaces.is_empty());
+        rules
     }
 
-    /// Every rule of the domain, by [`Node::id`].
-    pub fn rules(&self) -> &[Node] {
-        &self.nodes
+    /// Every rule's name in metrics as the config forms it (see [`DomainRules::metric_name`]
+    /// for the names with request values), by [`Node::id`].
+    pub fn metric_names(&self) -> impl ExactSizeIterator<Item = &Arc<str>> {
+        self.naming.iter().map(|n| &n.metric_name)
+    }
+
+    fn text(&self, text: Text) -> &str {
+        &self.text[text.range()]
+    }
+
+    fn limits(&self, rule: &Node) -> &[Limit] {
+        &self.limits[rule.limits.range()]
     }
 
     /// Matches one descriptor's entries, as the reference service does: a limit applies only
@@ -134,20 +194,40 @@ impl DomainRules {
         let mut shared_values = Vec::new();
         for (i, (key, value)) in entries.enumerate() {
             let rules = level.by_key.get(key)?;
-            let (id, wildcard) = rules.find(value)?;
-            let node = &self.nodes[id];
-            if wildcard && let Some(pattern) = &node.shared_value {
+            let (node, wildcard) = self.find_value(rules, value)?;
+            if wildcard
+                && node.shares_counter
+                && let Some(pattern) = &self.naming[node.id].shared_value
+            {
                 shared_values.push((i, pattern.as_str()));
             }
             if i == last {
-                return (!node.limits.is_empty()).then_some(Match {
+                let limits = self.limits(node);
+                return (!limits.is_empty()).then_some(Match {
                     node,
+                    limits,
                     shared_values,
                 });
             }
-            level = &node.children;
+            level = &self.levels[node.children? as usize];
         }
         None
+    }
+
+    /// The rule of `rules` for `value`, and whether it was reached by a wildcard.
+    fn find_value(&self, rules: &KeyRules, value: &str) -> Option<(&Node, bool)> {
+        let hash = self.values.hash_one(value);
+        let exact = rules.exact.find(hash, |&id| {
+            self.text(self.nodes[id as usize].value) == value
+        });
+        if let Some(&id) = exact {
+            return Some((&self.nodes[id as usize], false));
+        }
+        let matches = |p: &&Pattern| p.matches(&self.text, &self.middles, value);
+        if let Some(p) = rules.wildcards.iter().find(matches) {
+            return Some((&self.nodes[p.node as usize], true));
+        }
+        rules.key_only.map(|id| (&self.nodes[id as usize], false))
     }
 }
 
@@ -160,123 +240,264 @@ impl DomainRules {
         rule: &Node,
         entries: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
     ) -> String {
-        let mut path = vec![rule];
+        let naming = &self.naming[rule.id];
+        let mut path = vec![naming];
         while let Some(parent) = path.last().and_then(|n| n.parent) {
-            path.push(&self.nodes[parent]);
+            path.push(&self.naming[parent]);
         }
         let mut name = self.name.clone();
-        for (node, (key, value)) in path.iter().rev().zip(entries) {
+        for (level, (key, value)) in path.iter().rev().zip(entries) {
             name.push('.');
-            if rule.detailed_metric || node.shows_value {
+            if naming.detailed_metric || level.shows_value {
                 name.push_str(key);
                 name.push('_');
                 name.push_str(value);
             } else {
-                name.push_str(&node.segment);
+                name.push_str(&level.segment);
             }
         }
         name
     }
-}
 
-impl KeyRules {
-    /// The rule for `value`, and whether it was reached by a wildcard.
-    fn find(&self, value: &str) -> Option<(NodeId, bool)> {
-        if let Some(&id) = self.exact.get(value) {
-            return Some((id, false));
+    /// Appends `s` to the domain's text.
+    fn push_text(&mut self, s: &str) -> Text {
+        let start = self.text.len();
+        self.text.push_str(s);
+        Text {
+            start: to_u32(start),
+            len: to_u32(s.len()),
         }
-        if let Some((_, id)) = self.wildcards.iter().find(|(p, _)| p.matches(value)) {
-            return Some((*id, true));
-        }
-        self.key_only.map(|id| (id, false))
     }
-}
 
-fn build_level(
-    rules: &[DescriptorRule],
-    parent_name: &str,
-    parent_has_values: bool,
-    nodes: &mut Vec<Node>,
-) -> Level {
-    let mut level = Level::default();
-    for rule in rules {
-        let pattern = rule.value.as_deref().filter(|v| v.contains('*'));
-        let shared_value = pattern.filter(|_| rule.share_threshold).map(str::to_owned);
-        let segment = match &rule.value {
-            Some(value) => format!("{}_{value}", rule.key),
-            None => rule.key.clone(),
-        };
-        let metric_name: Arc<str> = format!("{parent_name}.{segment}").into();
-        let shows_value = rule.value_to_metric && shared_value.is_none();
-        let has_values = parent_has_values || shows_value;
-        let first_descendant = nodes.len();
-        let children = build_level(&rule.descriptors, &metric_name, has_values, nodes);
-        let id = nodes.len();
-        // Children are built first: the descendants still without a parent are this rule's.
-        for node in &mut nodes[first_descendant..] {
-            node.parent.get_or_insert(id);
-        }
-        nodes.push(Node {
-            id,
-            limits: rule.limits.clone(),
-            shared_value,
-            metric_name,
-            metric_has_values: has_values || rule.detailed_metric,
-            segment,
-            shows_value,
-            detailed_metric: rule.detailed_metric,
-            parent: None,
-            children,
-        });
-        let entry = level.by_key.entry(rule.key.clone()).or_default();
-        // The loader refuses duplicate rules, so no slot is ever overwritten here.
-        match (&rule.value, pattern) {
-            (None, _) => entry.key_only = Some(id),
-            (Some(_), Some(p)) => entry.wildcards.push((Pattern::new(p), id)),
-            (Some(v), None) => {
-                entry.exact.insert(v.clone(), id);
+    fn build_level(
+        &mut self,
+        rules: &[DescriptorRule],
+        parent_name: &str,
+        parent_has_values: bool,
+    ) -> Level {
+        let mut level = Level::default();
+        for rule in rules {
+            let pattern = rule.value.as_deref().filter(|v| v.contains('*'));
+            let shared_value = pattern.filter(|_| rule.share_threshold).map(str::to_owned);
+            let segment = match &rule.value {
+                Some(value) => format!("{}_{value}", rule.key),
+                None => rule.key.clone(),
+            };
+            let metric_name: Arc<str> = format!("{parent_name}.{segment}").into();
+            let shows_value = rule.value_to_metric && shared_value.is_none();
+            let has_values = parent_has_values || shows_value;
+            let first_descendant = self.nodes.len();
+            let children = (!rule.descriptors.is_empty()).then(|| {
+                let children = self.build_level(&rule.descriptors, &metric_name, has_values);
+                self.levels.push(children);
+                to_u32(self.levels.len() - 1)
+            });
+            let id = self.nodes.len();
+            // Children are built first: the descendants still without a parent are this rule's.
+            for naming in &mut self.naming[first_descendant..] {
+                naming.parent.get_or_insert(id);
+            }
+            let limits_start = self.limits.len();
+            self.limits.extend(rule.limits.iter().cloned());
+            let value = match (&rule.value, pattern) {
+                (Some(v), None) => self.push_text(v),
+                _ => Text::default(),
+            };
+            self.nodes.push(Node {
+                id,
+                metric_has_values: has_values || rule.detailed_metric,
+                shares_counter: shared_value.is_some(),
+                limits: Text {
+                    start: to_u32(limits_start),
+                    len: to_u32(rule.limits.len()),
+                },
+                value,
+                children,
+            });
+            self.naming.push(RuleNaming {
+                metric_name,
+                shared_value,
+                segment,
+                shows_value,
+                detailed_metric: rule.detailed_metric,
+                parent: None,
+            });
+            let entry = level.by_key.entry(rule.key.clone()).or_default();
+            // The loader refuses duplicate rules, so no slot is ever overwritten here.
+            match (&rule.value, pattern) {
+                (None, _) => entry.key_only = Some(to_u32(id)),
+                (Some(_), Some(p)) => {
+                    let pattern = Pattern::new(p, to_u32(id), &mut self.text, &mut self.middles);
+                    entry.wildcards.push(pattern);
+                }
+                (Some(v), None) => {
+                    let values = &self.values;
+                    let nodes = &self.nodes;
+                    let text = &self.text;
+                    entry
+                        .exact
+                        .insert_unique(values.hash_one(v.as_str()), to_u32(id), |&n| {
+                            values.hash_one(&text[nodes[n as usize].value.range()])
+                        });
+                }
             }
         }
+        level
     }
-    level
 }
 
-/// A value pattern where each `*` matches any run of characters, the empty one included.
+/// Config sizes are far below 4 GiB (the loader bounds files), so a `u32` index always fits.
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A value pattern where each `*` matches any run of characters, the empty one included. Its
+/// literal parts are ranges of [`DomainRules`]' `text`: the siblings of one key are tried one
+/// after the other, so they are read from two compact arrays, not from a string each.
 #[derive(Debug)]
 struct Pattern {
-    parts: Vec<String>,
+    /// The rule it leads to.
+    node: u32,
+    /// Before the first `*` and after the last.
+    prefix: Text,
+    suffix: Text,
+    /// The parts between stars, in order: a range of [`DomainRules`]' `middles`.
+    middles: Text,
+    /// The shortest value that can match: every part's length together.
+    min_len: u32,
 }
 
 impl Pattern {
-    fn new(pattern: &str) -> Pattern {
+    fn new(pattern: &str, node: u32, text: &mut String, middles: &mut Vec<Text>) -> Pattern {
+        let mut push = |s: &str| {
+            let start = text.len();
+            text.push_str(s);
+            Text {
+                start: to_u32(start),
+                len: to_u32(s.len()),
+            }
+        };
+        // A pattern always has at least one `*`, so at least a prefix and a suffix.
+        let mut parts: Vec<Text> = pattern.split('*').map(&mut push).collect();
+        let suffix = parts.pop().unwrap_or_default();
+        let prefix = if parts.is_empty() {
+            Text::default()
+        } else {
+            parts.remove(0)
+        };
+        let first_middle = middles.len();
+        middles.extend(&parts);
         Pattern {
-            parts: pattern.split('*').map(str::to_owned).collect(),
+            node,
+            prefix,
+            suffix,
+            middles: Text {
+                start: to_u32(first_middle),
+                len: to_u32(parts.len()),
+            },
+            min_len: to_u32(pattern.len() - (parts.len() + 1)),
         }
     }
 
-    fn matches(&self, value: &str) -> bool {
-        // parts = [prefix, middle..., suffix]; a pattern always has at least one `*`.
-        let (Some((prefix, rest)), Some(suffix)) = (self.parts.split_first(), self.parts.last())
-        else {
+    fn matches(&self, text: &str, middles: &[Text], value: &str) -> bool {
+        let part = |t: Text| &text[t.range()];
+        // Cheap refusals first: most siblings fail on length or on their ends.
+        if value.len() < self.min_len as usize || !value.ends_with(part(self.suffix)) {
+            return false;
+        }
+        let Some(mut remaining) = value.strip_prefix(part(self.prefix)) else {
             return false;
         };
-        let middles = &rest[..rest.len().saturating_sub(1)];
-        let Some(mut remaining) = value.strip_prefix(prefix.as_str()) else {
-            return false;
-        };
-        for middle in middles {
-            match remaining.find(middle.as_str()) {
+        for &middle in &middles[self.middles.range()] {
+            let middle = part(middle);
+            match remaining.find(middle) {
                 Some(at) => remaining = &remaining[at + middle.len()..],
                 None => return false,
             }
         }
-        remaining.len() >= suffix.len() && remaining.ends_with(suffix.as_str())
+        // The suffix must follow the last middle, not overlap it (or the prefix).
+        remaining.len() >= self.suffix.len as usize
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load::{LoadOptions, load_sources};
+    use crate::config::model::LimitPolicy;
+
+    fn tree(yaml: &str) -> RuleTree {
+        let sources = [("rules.yaml".to_owned(), yaml.to_owned())];
+        RuleTree::build(&load_sources(&sources, &LoadOptions::default()).unwrap())
+    }
+
+    /// The volume of the limit `entries` match in domain `d`, if any.
+    fn volume(tree: &RuleTree, entries: &[(&str, &str)]) -> Option<u32> {
+        let found = tree.domain("d")?.find(entries.iter().copied())?;
+        match found.limits.first()?.policy {
+            LimitPolicy::PerUnit {
+                requests_per_unit, ..
+            } => Some(requests_per_unit),
+            LimitPolicy::Unlimited => None,
+        }
+    }
+
+    #[test]
+    fn many_exact_siblings_are_each_found_beside_wildcards_and_a_key_only_rule() {
+        let mut yaml = String::from("domain: d\ndescriptors:\n");
+        for i in 1..=2_000 {
+            yaml += &format!(
+                "  - {{key: k, value: v{i}, rate_limit: {{unit: day, requests_per_unit: {i}}}}}\n"
+            );
+        }
+        yaml +=
+            "  - {key: k, value: \"v1*\", rate_limit: {unit: day, requests_per_unit: 100001}}\n";
+        yaml += "  - {key: k, value: \"*9\", rate_limit: {unit: day, requests_per_unit: 100002}}\n";
+        yaml += "  - {key: k, rate_limit: {unit: day, requests_per_unit: 100003}}\n";
+        let tree = tree(&yaml);
+        for i in 1..=2_000 {
+            let value = format!("v{i}");
+            assert_eq!(volume(&tree, &[("k", &value)]), Some(i), "{value}");
+        }
+        // Exact first, then wildcards in file order, then the key-only rule.
+        assert_eq!(volume(&tree, &[("k", "v19999")]), Some(100_001));
+        assert_eq!(volume(&tree, &[("k", "x9")]), Some(100_002));
+        assert_eq!(volume(&tree, &[("k", "v0")]), Some(100_003));
+        assert_eq!(volume(&tree, &[("other", "v1")]), None);
+    }
+
+    #[test]
+    fn nested_levels_match_through_their_parents_and_name_shared_patterns() {
+        let tree = tree(
+            r#"
+domain: d
+descriptors:
+  - key: a
+    value: x
+    descriptors:
+      - {key: b, value: "p*q", share_threshold: true, rate_limit: {unit: day, requests_per_unit: 7}}
+      - {key: b, value: y, rate_limit: {unit: day, requests_per_unit: 8}}
+  - key: a
+    descriptors:
+      - {key: b, rate_limit: {unit: day, requests_per_unit: 9}}
+"#,
+        );
+        assert_eq!(volume(&tree, &[("a", "x"), ("b", "y")]), Some(8));
+        assert_eq!(volume(&tree, &[("a", "z"), ("b", "y")]), Some(9));
+        assert_eq!(volume(&tree, &[("a", "x")]), None, "a rule without limits");
+        assert_eq!(volume(&tree, &[("a", "x"), ("b", "y"), ("c", "1")]), None);
+        let domain = tree.domain("d").unwrap();
+        let shared = domain
+            .find([("a", "x"), ("b", "p12q")].into_iter())
+            .unwrap();
+        assert_eq!(shared.shared_values, [(1, "p*q")]);
+        assert_eq!(
+            domain.metric_name(shared.node, [("a", "x"), ("b", "p12q")].into_iter()),
+            "d.a_x.b_p*q"
+        );
+        let exact = domain.find([("a", "x"), ("b", "y")].into_iter()).unwrap();
+        assert!(exact.shared_values.is_empty());
+    }
 
     #[test]
     fn patterns_match_as_the_reference_fixtures_say() {
@@ -299,8 +520,10 @@ mod tests {
             ("*x*", "abxcd", true),
         ];
         for (pattern, value, expected) in cases {
+            let (mut text, mut middles) = (String::new(), Vec::new());
+            let compiled = Pattern::new(pattern, 0, &mut text, &mut middles);
             assert_eq!(
-                Pattern::new(pattern).matches(value),
+                compiled.matches(&text, &middles, value),
                 expected,
                 "{pattern} vs {value}"
             );

@@ -205,15 +205,11 @@ impl EngineMetrics {
                         })
                         .clone(),
                     rules: d
-                        .rules()
-                        .iter()
-                        .map(|node| RuleCounters {
-                            ok: rule(&node.metric_name, RuleOutcome::Ok),
-                            over_limit: rule(&node.metric_name, RuleOutcome::OverLimit),
-                            shadow_over_limit: rule(
-                                &node.metric_name,
-                                RuleOutcome::ShadowOverLimit,
-                            ),
+                        .metric_names()
+                        .map(|name| RuleCounters {
+                            ok: rule(name, RuleOutcome::Ok),
+                            over_limit: rule(name, RuleOutcome::OverLimit),
+                            shadow_over_limit: rule(name, RuleOutcome::ShadowOverLimit),
                         })
                         .collect(),
                 }

@@ -104,7 +104,7 @@ impl<'c> Plan<'c> {
         let replaced: Vec<&str> = matches
             .iter()
             .flatten()
-            .flat_map(|m| m.node.limits.iter())
+            .flat_map(|m| m.limits.iter())
             .flat_map(|l| l.replaces.iter().map(String::as_str))
             .collect();
 
@@ -154,7 +154,7 @@ impl<'c> Plan<'c> {
                     no_room: false,
                 });
             } else if let Some(m) = matched {
-                for (index, limit) in m.node.limits.iter().enumerate() {
+                for (index, limit) in m.limits.iter().enumerate() {
                     if limit.name.as_deref().is_some_and(|n| replaced.contains(&n)) {
                         continue;
                     }
