@@ -365,6 +365,10 @@ struct Pattern {
     middles: Text,
     /// The shortest value that can match: every part's length together.
     min_len: u32,
+    /// The pattern's first and last bytes, which are the prefix's and the suffix's when those
+    /// are not empty: most siblings are refused on them, without reading their text.
+    first: u8,
+    last: u8,
 }
 
 impl Pattern {
@@ -396,13 +400,21 @@ impl Pattern {
                 len: to_u32(parts.len()),
             },
             min_len: to_u32(pattern.len() - (parts.len() + 1)),
+            // Checked only for a non-empty prefix or suffix, whose end the pattern's is.
+            first: pattern.as_bytes().first().copied().unwrap_or(0),
+            last: pattern.as_bytes().last().copied().unwrap_or(0),
         }
     }
 
     fn matches(&self, text: &str, middles: &[Text], value: &str) -> bool {
         let part = |t: Text| &text[t.range()];
         // Cheap refusals first: most siblings fail on length or on their ends.
-        if value.len() < self.min_len as usize || !value.ends_with(part(self.suffix)) {
+        let bytes = value.as_bytes();
+        if bytes.len() < self.min_len as usize
+            || (self.prefix.len > 0 && bytes.first() != Some(&self.first))
+            || (self.suffix.len > 0 && bytes.last() != Some(&self.last))
+            || !value.ends_with(part(self.suffix))
+        {
             return false;
         }
         let Some(mut remaining) = value.strip_prefix(part(self.prefix)) else {
@@ -518,6 +530,12 @@ descriptors:
             ("a*a", "aa", true),
             ("*", "", true),
             ("*x*", "abxcd", true),
+            ("a*", "", false),
+            ("*b", "ab", true),
+            ("*b", "ba", false),
+            ("x*y", "xy", true),
+            ("x*y", "yax", false),
+            ("é*", "é", true),
         ];
         for (pattern, value, expected) in cases {
             let (mut text, mut middles) = (String::new(), Vec::new());
