@@ -119,7 +119,7 @@ fn decisions(c: &mut Criterion) {
             let decision = wire
                 .should_rate_limit(&call)
                 .unwrap_or_else(|e| panic!("{e}"));
-            black_box(to_response(&decision))
+            black_box(to_response(decision))
         })
     });
 

@@ -362,7 +362,7 @@ fn lookup(tree: &RuleTree, entries: &[(&str, &str)]) -> Found {
     let domain = tree.domain("test-domain").expect("test-domain is loaded");
     let found = domain.find(entries.iter().copied())?;
     let limit = found.limits.first()?;
-    Some((limit.policy, limit.name.as_deref().map(str::to_owned)))
+    Some((limit.policy, domain.limit_name(limit).map(str::to_owned)))
 }
 
 #[test]

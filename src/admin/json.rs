@@ -73,7 +73,7 @@ pub(super) async fn should_rate_limit(State(state): State<AdminState>, body: Byt
         Code::Ok => StatusCode::OK,
         Code::OverLimit => StatusCode::TOO_MANY_REQUESTS,
     };
-    match state.json.encode(&to_response(&decision)) {
+    match state.json.encode(&to_response(decision)) {
         Ok(json) => (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],

@@ -11,4 +11,4 @@ pub(crate) mod yaml;
 
 pub use load::{ConfigError, ConfigErrors, LoadOptions};
 pub use model::*;
-pub use tree::{DomainRules, Match, Node, RuleTree};
+pub use tree::{DomainRules, Match, Node, RuleLimit, RuleTree};

@@ -1,7 +1,6 @@
 //! What the engine is asked and what it answers, free of any wire format.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Unit;
@@ -100,7 +99,7 @@ pub struct DescriptorStatus {
 /// The limit a status reports, as Envoy shows it in `X-RateLimit-*` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportedLimit {
-    pub name: Option<Arc<str>>,
+    pub name: Option<String>,
     pub requests_per_unit: u32,
     pub unit: Unit,
 }

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use super::actors::Actors;
 use super::call::{Call, Descriptor, LimitOverride, ReportedLimit};
-use crate::config::{DomainRules, FailMode, GlobalCap, Limit, LimitPolicy, Node, Unit};
+use crate::config::{DomainRules, FailMode, GlobalCap, LimitPolicy, Node, RuleLimit, Unit};
 use crate::limits::{FixedWindow, Mode, Verdict};
 
 /// One counter the call touches.
@@ -35,7 +35,10 @@ pub(crate) struct Op<'c> {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum LimitSource<'c> {
-    Rule(&'c Limit),
+    Rule {
+        limit: &'c RuleLimit,
+        name: Option<&'c str>,
+    },
     Override(LimitOverride),
     Global(&'c GlobalCap),
 }
@@ -43,12 +46,12 @@ pub(crate) enum LimitSource<'c> {
 impl LimitSource<'_> {
     pub fn reported(&self) -> Option<ReportedLimit> {
         match *self {
-            LimitSource::Rule(limit) => match limit.policy {
+            LimitSource::Rule { limit, name } => match limit.policy {
                 LimitPolicy::PerUnit {
                     requests_per_unit,
                     unit,
                 } => Some(ReportedLimit {
-                    name: limit.name.clone(),
+                    name: name.map(str::to_owned),
                     requests_per_unit,
                     unit,
                 }),
@@ -155,7 +158,8 @@ impl<'c> Plan<'c> {
                 });
             } else if let Some(m) = matched {
                 for (index, limit) in m.limits.iter().enumerate() {
-                    if limit.name.as_deref().is_some_and(|n| replaced.contains(&n)) {
+                    let name = domain.limit_name(limit);
+                    if name.is_some_and(|n| replaced.contains(&n)) {
                         continue;
                     }
                     let LimitPolicy::PerUnit {
@@ -184,7 +188,7 @@ impl<'c> Plan<'c> {
                         },
                         decides: !limit.shadow_mode,
                         fail_closed: limit.fail == FailMode::Closed,
-                        source: LimitSource::Rule(limit),
+                        source: LimitSource::Rule { limit, name },
                         verdict: None,
                         stored_count: 0,
                         no_room: false,

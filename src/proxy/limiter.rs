@@ -327,7 +327,7 @@ fn reported_limit(limit: rate_limit_response::RateLimit) -> Option<ReportedLimit
         WireUnit::Unknown => return None,
     };
     Some(ReportedLimit {
-        name: (!limit.name.is_empty()).then(|| Arc::from(limit.name)),
+        name: (!limit.name.is_empty()).then_some(limit.name),
         requests_per_unit: limit.requests_per_unit,
         unit,
     })

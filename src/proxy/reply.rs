@@ -246,8 +246,6 @@ fn sf_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::engine::ReportedLimit;
 
@@ -262,7 +260,7 @@ mod tests {
         DescriptorStatus {
             code,
             current_limit: Some(ReportedLimit {
-                name: name.map(Arc::from),
+                name: name.map(str::to_owned),
                 requests_per_unit: rpu,
                 unit,
             }),

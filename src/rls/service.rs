@@ -29,7 +29,7 @@ impl RateLimitService for RlsService {
         let call =
             to_call(&request, &self.bounds).map_err(|e| Status::invalid_argument(e.to_string()))?;
         match self.engine.should_rate_limit(&call) {
-            Ok(decision) => Ok(Response::new(to_response(&decision))),
+            Ok(decision) => Ok(Response::new(to_response(decision))),
             // UNAVAILABLE, not OK and not UNKNOWN: Envoy's `failure_mode_deny` then decides,
             // and release builds of Envoy would read an UNKNOWN overall code as OK.
             Err(e @ EngineError::KeyTableFull(_)) => Err(Status::unavailable(e.to_string())),

@@ -10,15 +10,16 @@ use crate::proto::rate_limit_response::{self, DescriptorStatus as WireStatus, Ra
 /// The key in `dynamic_metadata` that names the global cap that denied a call.
 pub const GLOBAL_CAP_METADATA_KEY: &str = "tollgate_denied_by_global_cap";
 
-pub fn to_response(decision: &Decision) -> RateLimitResponse {
+/// Takes the decision whole, so that its names move into the answer instead of being copied.
+pub fn to_response(decision: Decision) -> RateLimitResponse {
     RateLimitResponse {
         overall_code: wire_code(decision.code) as i32,
-        statuses: decision.statuses.iter().map(to_status).collect(),
-        dynamic_metadata: decision.denied_by_global.as_ref().map(|name| Struct {
+        statuses: decision.statuses.into_iter().map(to_status).collect(),
+        dynamic_metadata: decision.denied_by_global.map(|name| Struct {
             fields: [(
                 GLOBAL_CAP_METADATA_KEY.to_owned(),
                 Value {
-                    kind: Some(Kind::StringValue(name.clone())),
+                    kind: Some(Kind::StringValue(name)),
                 },
             )]
             .into(),
@@ -27,10 +28,10 @@ pub fn to_response(decision: &Decision) -> RateLimitResponse {
     }
 }
 
-fn to_status(status: &DescriptorStatus) -> WireStatus {
+fn to_status(status: DescriptorStatus) -> WireStatus {
     WireStatus {
         code: wire_code(status.code) as i32,
-        current_limit: status.current_limit.as_ref().map(to_rate_limit),
+        current_limit: status.current_limit.map(to_rate_limit),
         limit_remaining: status.limit_remaining,
         duration_until_reset: status.duration_until_reset.map(|d| prost_types::Duration {
             seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -40,9 +41,9 @@ fn to_status(status: &DescriptorStatus) -> WireStatus {
     }
 }
 
-fn to_rate_limit(limit: &ReportedLimit) -> RateLimit {
+fn to_rate_limit(limit: ReportedLimit) -> RateLimit {
     RateLimit {
-        name: limit.name.as_deref().unwrap_or_default().to_owned(),
+        name: limit.name.unwrap_or_default(),
         requests_per_unit: limit.requests_per_unit,
         unit: wire_unit(limit.unit) as i32,
     }
