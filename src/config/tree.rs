@@ -241,12 +241,16 @@ impl DomainRules {
 
     /// The rule of `rules` for `value`, and whether it was reached by a wildcard.
     fn find_value(&self, rules: &KeyRules, value: &str) -> Option<(&Node, bool)> {
-        let hash = self.values.hash_one(value);
-        let exact = rules.exact.find(hash, |&id| {
-            self.text(self.nodes[id as usize].value) == value
-        });
-        if let Some(&id) = exact {
-            return Some((&self.nodes[id as usize], false));
+        // A key with only a key-only rule (a limit per client address, say) is common: its
+        // values are not hashed for a table that holds nothing.
+        if !rules.exact.is_empty() {
+            let hash = self.values.hash_one(value);
+            let exact = rules.exact.find(hash, |&id| {
+                self.text(self.nodes[id as usize].value) == value
+            });
+            if let Some(&id) = exact {
+                return Some((&self.nodes[id as usize], false));
+            }
         }
         let matches = |p: &&Pattern| p.matches(&self.text, &self.middles, value);
         if let Some(p) = rules.wildcards.iter().find(matches) {
