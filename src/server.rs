@@ -98,7 +98,7 @@ pub async fn serve(
     }
     let engine = Arc::new(Engine::new(config, clock, options.engine.clone()));
     let mut registry = Registry::default();
-    engine.metrics().register(&mut registry);
+    engine.register_metrics(&mut registry);
     // Built before any server starts, so a bad proxy setting stops everything, and its
     // counters are on `/metrics` from the first call.
     let proxy = match listeners.proxy {

@@ -191,3 +191,49 @@ async fn rule_metrics_name_values_only_where_asked_and_within_a_bound() {
     );
     assert!(has("tollgate_value_series_overflow_total 1"), "{text}");
 }
+
+/// The value of one series on `/metrics`, if it is there.
+async fn series(server: &TestServer, name: &str) -> Option<String> {
+    let text = reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn rule_metrics_count_every_decision_read_after_read_and_across_a_reload() {
+    // A rule's counts are kept beside the loaded config and moved to the registered counters
+    // when /metrics is read or the config is retired: neither may lose one.
+    let server = TestServer::start(RULE_METRICS).await;
+    let ok = r#"tollgate_rule_decisions_total{rule="m.ip",outcome="ok"}"#;
+    for ip in ["1.1.1.1", "2.2.2.2"] {
+        server.ask(simple("m", "ip", ip)).await;
+    }
+    assert_eq!(series(&server, ok).await.as_deref(), Some("2"));
+    assert_eq!(
+        series(&server, ok).await.as_deref(),
+        Some("2"),
+        "a read counts nothing"
+    );
+    for ip in ["3.3.3.3", "4.4.4.4"] {
+        server.ask(simple("m", "ip", ip)).await;
+    }
+    // Three sends through a channel of one: once the third is in, the first has been applied,
+    // and the config that counted the last two calls is retired, unread.
+    for _ in 0..3 {
+        server
+            .reload
+            .send(common::config(RULE_METRICS))
+            .await
+            .unwrap();
+    }
+    assert_eq!(series(&server, ok).await.as_deref(), Some("4"));
+    server.ask(simple("m", "ip", "5.5.5.5")).await;
+    assert_eq!(series(&server, ok).await.as_deref(), Some("5"));
+}

@@ -3,13 +3,18 @@
 
 use std::collections::HashSet;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::Engine;
 use crate::config::RuleTree;
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -58,6 +63,14 @@ pub enum RuleOutcome {
     OverLimit,
     /// OK, but a shadow-mode limit of the rule would have denied.
     ShadowOverLimit,
+}
+
+impl RuleOutcome {
+    const ALL: [RuleOutcome; 3] = [
+        RuleOutcome::Ok,
+        RuleOutcome::OverLimit,
+        RuleOutcome::ShadowOverLimit,
+    ];
 }
 
 impl EncodeLabelValue for RuleOutcome {
@@ -140,7 +153,8 @@ impl EngineMetrics {
 }
 
 impl EngineMetrics {
-    pub fn register(&self, registry: &mut Registry) {
+    /// Registers every metric but `tollgate_rule_decisions`, which [`RuleDecisions`] encodes.
+    pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "tollgate_decisions",
             "Rate-limit calls by domain and outcome",
@@ -162,11 +176,6 @@ impl EngineMetrics {
             self.swept_counters.clone(),
         );
         registry.register(
-            "tollgate_rule_decisions",
-            "Descriptors by matched rule (the reference's stats key) and outcome",
-            self.rule_decisions.clone(),
-        );
-        registry.register(
             "tollgate_value_series_overflow",
             "Rule metrics that could not name request values: too many series",
             self.value_series_overflow.clone(),
@@ -186,12 +195,14 @@ impl EngineMetrics {
                     outcome,
                 };
                 let decision = |outcome| self.decisions.get_or_create(&label(outcome)).clone();
-                let rule = |name: &Arc<str>, outcome| {
-                    let labels = RuleLabels {
-                        rule: RuleName(name.clone()),
-                        outcome,
-                    };
-                    self.rule_decisions.get_or_create(&labels).clone()
+                let rule_totals = |name: &Arc<str>| {
+                    RuleOutcome::ALL.map(|outcome| {
+                        let labels = RuleLabels {
+                            rule: RuleName(name.clone()),
+                            outcome,
+                        };
+                        self.rule_decisions.get_or_create(&labels).clone()
+                    })
                 };
                 DomainCounters {
                     ok: decision(Outcome::Ok),
@@ -204,14 +215,8 @@ impl EngineMetrics {
                             domain: d.name.clone(),
                         })
                         .clone(),
-                    rules: d
-                        .metric_names()
-                        .map(|name| RuleCounters {
-                            ok: rule(name, RuleOutcome::Ok),
-                            over_limit: rule(name, RuleOutcome::OverLimit),
-                            shadow_over_limit: rule(name, RuleOutcome::ShadowOverLimit),
-                        })
-                        .collect(),
+                    rules: d.metric_names().map(|_| RuleCounts::default()).collect(),
+                    rule_totals: d.metric_names().map(rule_totals).collect(),
                 }
             })
             .collect();
@@ -225,6 +230,30 @@ pub struct ConfigCounters {
     pub domains: Vec<DomainCounters>,
 }
 
+impl ConfigCounters {
+    /// Moves every rule's pending counts into its registered counters.
+    fn flush(&self) {
+        for domain in &self.domains {
+            for (counts, totals) in domain.rules.iter().zip(&domain.rule_totals) {
+                for (count, total) in counts.0.iter().zip(totals) {
+                    let n = count.swap(0, Ordering::Relaxed);
+                    if n > 0 {
+                        total.inc_by(n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A config is retired once the last call deciding on it is done: what it counted since the
+/// last read of `/metrics` goes to the registered counters then.
+impl Drop for ConfigCounters {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 #[derive(Debug)]
 pub struct DomainCounters {
     pub ok: Counter,
@@ -232,8 +261,10 @@ pub struct DomainCounters {
     pub failed_closed: Counter,
     pub unavailable: Counter,
     pub shadow_denials: Counter,
-    /// By [`crate::config::Node::id`].
-    pub rules: Vec<RuleCounters>,
+    /// Each rule's decisions not yet on `/metrics`, by [`crate::config::Node::id`].
+    pub rules: Box<[RuleCounts]>,
+    /// Each rule's registered counters, by [`crate::config::Node::id`] and [`RuleOutcome`].
+    rule_totals: Box<[[Counter; 3]]>,
 }
 
 impl DomainCounters {
@@ -247,19 +278,42 @@ impl DomainCounters {
     }
 }
 
-#[derive(Debug)]
-pub struct RuleCounters {
-    pub ok: Counter,
-    pub over_limit: Counter,
-    pub shadow_over_limit: Counter,
+/// One rule's decisions by outcome, counted since `/metrics` was last read.
+///
+/// A row of three atomics per rule, side by side, because a prometheus-client counter is an
+/// allocation of its own: with 10,000 rules, a call's increment of a random rule's counter
+/// missed the cache (about 0.45 µs a call in `bench/run.sh`'s 10,000-rule workload, measured).
+/// The counts move into the registered counters when `/metrics` is read ([`RuleDecisions`])
+/// and when the config is retired.
+#[derive(Debug, Default)]
+pub struct RuleCounts([AtomicU64; 3]);
+
+impl RuleCounts {
+    pub fn inc(&self, outcome: RuleOutcome) {
+        self.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-impl RuleCounters {
-    pub fn outcome(&self, outcome: RuleOutcome) -> &Counter {
-        match outcome {
-            RuleOutcome::Ok => &self.ok,
-            RuleOutcome::OverLimit => &self.over_limit,
-            RuleOutcome::ShadowOverLimit => &self.shadow_over_limit,
+/// `tollgate_rule_decisions` on `/metrics`: the registered per-rule counters, once the config in
+/// force has moved its pending counts ([`RuleCounts`]) into them, so that a read shows every
+/// decision made before it.
+#[derive(Debug)]
+pub(super) struct RuleDecisions {
+    pub engine: Weak<Engine>,
+    pub family: Family<RuleLabels, Counter>,
+}
+
+impl Collector for RuleDecisions {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.config().counters.flush();
         }
+        let metric = encoder.encode_descriptor(
+            "tollgate_rule_decisions",
+            "Descriptors by matched rule (the reference's stats key) and outcome",
+            None,
+            self.family.metric_type(),
+        )?;
+        self.family.encode(metric)
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
 
 pub use call::{
     Call, CallDescriptor, Code, Decision, Descriptor, DescriptorStatus, LimitOverride,
@@ -27,7 +28,9 @@ use crate::clock::SharedClock;
 use crate::config::{RateLimitConfig, RuleTree};
 use crate::store::KeyTableFull;
 use actors::Actors;
-use metrics::{ConfigCounters, DomainCounters, Outcome, RuleLabels, RuleName, RuleOutcome};
+use metrics::{
+    ConfigCounters, DomainCounters, Outcome, RuleDecisions, RuleLabels, RuleName, RuleOutcome,
+};
 use plan::Plan;
 
 /// What to do with a call for a domain that is not configured.
@@ -118,6 +121,15 @@ impl Engine {
 
     pub fn metrics(&self) -> &EngineMetrics {
         &self.metrics
+    }
+
+    /// Registers the engine's metrics, every one drawn from this engine.
+    pub fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        self.metrics.register(registry);
+        registry.register_collector(Box::new(RuleDecisions {
+            engine: Arc::downgrade(self),
+            family: self.metrics.rule_decisions.clone(),
+        }));
     }
 
     /// The configuration in force.
@@ -225,7 +237,7 @@ impl Engine {
                 Code::Ok => RuleOutcome::Ok,
             };
             if !rule.metric_has_values {
-                counters.rules[rule.id].outcome(outcome).inc();
+                counters.rules[rule.id].inc(outcome);
                 continue;
             }
             let name = domain.metric_name(rule, descriptor.entries());
@@ -240,7 +252,7 @@ impl Engine {
                 }
                 None => {
                     self.metrics.value_series_overflow.inc();
-                    counters.rules[rule.id].outcome(outcome).inc();
+                    counters.rules[rule.id].inc(outcome);
                 }
             }
         }
