@@ -13,7 +13,8 @@
 #   OPEN_WORKLOADS="one-hot-key three-plus-global"   open-loop workloads (empty to skip)
 #   OPEN_FRACTIONS="0.1 0.25 0.5"         their offered rates, as fractions of the ceiling's
 #                                         closed-loop throughput
-#   H2LOAD_REQUESTS=200000                calls per h2load cross-check (0 to skip it)
+#   H2LOAD_REQUESTS=200000 H2LOAD_RUNS=4  calls per h2load run (0 to skip the cross-check), and
+#                                         pairs of runs (ABBA, as in closed loop)
 #   BUSY_FLOOR=0.8 RETRIES=2              repeat a closed-loop run in which neither side kept its
 #                                         core this busy (a neighbour took the CPU), at most twice
 #   RESULTS_DIR=dir                       keep the raw JSON reports there (new or empty)
@@ -33,6 +34,7 @@ WORKLOADS=${WORKLOADS:-one-hot-key uniform zipf three-plus-global many-rules-exa
 OPEN_WORKLOADS=${OPEN_WORKLOADS-one-hot-key three-plus-global}
 OPEN_FRACTIONS=${OPEN_FRACTIONS:-0.1 0.25 0.5}
 H2LOAD_REQUESTS=${H2LOAD_REQUESTS:-200000}
+H2LOAD_RUNS=${H2LOAD_RUNS:-4}
 BUSY_FLOOR=${BUSY_FLOOR:-0.8}
 RETRIES=${RETRIES:-2}
 REPEATED=0
@@ -213,37 +215,61 @@ for workload in $OPEN_WORKLOADS; do
   done
 done
 
-# The cross-check by an independent client: h2load sends one fixed, pre-encoded request.
+# The cross-check by an independent client: h2load sends one fixed, pre-encoded request. Pairs
+# of runs as in closed loop (ABBA), H2LOAD_RUNS pairs; the table shows medians.
 H2LOAD_LINES=()
 if [[ $H2LOAD_REQUESTS -gt 0 ]]; then
   if command -v h2load >/dev/null; then
     "$BIN/tollgate-load" --workload one-hot-key --dump-request "$WORK/request.bin"
     streams=$(((CONCURRENCY + CONNECTIONS - 1) / CONNECTIONS))
-    echo "== h2load cross-check: one-hot-key, $H2LOAD_REQUESTS calls, $CONNECTIONS connections x $streams streams" >&2
-    for server in tollgate ceiling; do
-      if [[ $server == tollgate ]]; then pid=$TG_PID port=$TG_PORT; else pid=$CEIL_PID port=$CEIL_PORT; fi
-      before=$(cpu_ticks "$pid")
-      "${PIN_LOAD[@]}" h2load -n "$H2LOAD_REQUESTS" -c "$CONNECTIONS" -m "$streams" \
-        -H 'content-type: application/grpc' -H 'te: trailers' -d "$WORK/request.bin" \
-        "http://127.0.0.1:$port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" \
-        >"$WORK/h2load.$server.txt" 2>&1 || true
-      after=$(cpu_ticks "$pid")
-      H2LOAD_LINES+=("$(python3 - "$WORK/h2load.$server.txt" "$server" "$((after - before))" "$(getconf CLK_TCK)" <<'EOF'
+    echo "== h2load cross-check: one-hot-key, $H2LOAD_RUNS pairs of $H2LOAD_REQUESTS calls, $CONNECTIONS connections x $streams streams" >&2
+    : >"$WORK/h2load.runs"
+    for ((run = 1; run <= H2LOAD_RUNS; run++)); do
+      order=(tollgate ceiling)
+      ((run % 2)) || order=(ceiling tollgate)
+      for server in "${order[@]}"; do
+        if [[ $server == tollgate ]]; then pid=$TG_PID port=$TG_PORT; else pid=$CEIL_PID port=$CEIL_PORT; fi
+        before=$(cpu_ticks "$pid")
+        "${PIN_LOAD[@]}" h2load -n "$H2LOAD_REQUESTS" -c "$CONNECTIONS" -m "$streams" \
+          -H 'content-type: application/grpc' -H 'te: trailers' -d "$WORK/request.bin" \
+          "http://127.0.0.1:$port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" \
+          >"$WORK/h2load.txt" 2>&1 || true
+        after=$(cpu_ticks "$pid")
+        # One line per run: server, pair, calls/s, CPU µs per call, 2xx answers, calls.
+        python3 - "$WORK/h2load.txt" "$server" "$run" "$((after - before))" "$(getconf CLK_TCK)" \
+          >>"$WORK/h2load.runs" <<'EOF'
 import re, sys
-path, server, ticks, hz = sys.argv[1:]
+path, server, run, ticks, hz = sys.argv[1:]
 text = open(path).read()
 rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text)
 codes = re.search(r"status codes: (\d+) 2xx", text)
-done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
-if not (rps and codes and done):
-    print(f"| {server} | h2load output not understood: {text.strip().splitlines()[-1] if text.strip() else 'empty'} | | |")
-else:
-    calls = int(done.group(1))
-    cpu_us = int(ticks) / int(hz) * 1e6 / calls if calls else 0
-    print(f"| {server} | {float(rps.group(1)):,.0f} | {cpu_us:.2f} | {codes.group(1)} of {calls} |")
+done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", text)
+if not (rps and codes and done and int(done.group(1))):
+    last = text.strip().splitlines()[-1] if text.strip() else "empty"
+    sys.exit(f"run.sh: h2load output not understood ({server}): {last}")
+calls = int(done.group(1))
+print(server, run, rps.group(1), int(ticks) / int(hz) * 1e6 / calls, codes.group(1), calls)
 EOF
-)")
+        tail -n 1 "$WORK/h2load.runs" | awk '{printf "   %-9s h2load pair %s  %10.0f calls/s  CPU %5.2f µs/call\n", $1, $2, $3, $4}' >&2
+      done
     done
+    mapfile -t H2LOAD_LINES < <(python3 - "$WORK/h2load.runs" <<'EOF'
+import collections, statistics, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    server, run, rps, cpu, ok, calls = line.split()
+    runs[server][run] = (float(rps), float(cpu), int(ok), int(calls))
+pairs = sorted(set(runs["tollgate"]) & set(runs["ceiling"]))
+for server in ("tollgate", "ceiling"):
+    r = [runs[server][p] for p in pairs]
+    print(f"| {server} | {statistics.median(x[0] for x in r):,.0f} | {statistics.median(x[1] for x in r):.2f} "
+          f"| {sum(x[2] for x in r)} of {sum(x[3] for x in r)} |")
+throughput = [runs["tollgate"][p][0] / runs["ceiling"][p][0] for p in pairs]
+cpu = [runs["tollgate"][p][1] / runs["ceiling"][p][1] for p in pairs]
+print(f"| Tollgate / ceiling | {statistics.median(throughput):.0%} ({min(throughput):.0%}–{max(throughput):.0%}) "
+      f"| {statistics.median(cpu):.2f}x ({min(cpu):.2f}–{max(cpu):.2f}x) | |")
+EOF
+)
   else
     H2LOAD_LINES+=("h2load not installed (Debian: apt-get install nghttp2-client): cross-check skipped")
   fi
@@ -304,7 +330,7 @@ EOF
 if [[ ${#H2LOAD_LINES[@]} -gt 0 ]]; then
   echo
   if [[ ${H2LOAD_LINES[0]} == "|"* ]]; then
-    echo "h2load cross-check (one-hot-key, one run; h2load sees HTTP status only, answers are verified by tollgate-load above):"
+    echo "h2load cross-check (one-hot-key, medians of $H2LOAD_RUNS pairs; the ratios are medians of the per-pair ratios, with their range; h2load sees HTTP status only, answers are verified by tollgate-load above):"
     echo
     echo "| server | h2load calls/s | server CPU µs/call | HTTP 2xx |"
     echo "|---|---:|---:|---:|"

@@ -57,12 +57,14 @@ impl EncodeLabelValue for RuleName {
     }
 }
 
+/// The discriminants index [`RuleCounts`] and a rule's registered counters, in [`Self::ALL`]'s
+/// order.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RuleOutcome {
-    Ok,
-    OverLimit,
+    Ok = 0,
+    OverLimit = 1,
     /// OK, but a shadow-mode limit of the rule would have denied.
-    ShadowOverLimit,
+    ShadowOverLimit = 2,
 }
 
 impl RuleOutcome {
