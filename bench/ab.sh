@@ -7,25 +7,30 @@
 #
 #   bench/ab.sh OLD_BINARY NEW_BINARY
 #
-# Build each side and copy it away first, for example:
-#   git stash && cargo build --release --bin tollgate && cp target/release/tollgate /tmp/tg-a
-#   git stash pop && cargo build --release --bin tollgate && cp target/release/tollgate /tmp/tg-b
-#   bench/ab.sh /tmp/tg-a /tmp/tg-b
+# Build each side first; an earlier commit in a worktree of its own, for example:
+#   git worktree add /tmp/tg-a HEAD~1 && (cd /tmp/tg-a && cargo build --release --bin tollgate)
+#   cargo build --release --bin tollgate
+#   bench/ab.sh /tmp/tg-a/target/release/tollgate target/release/tollgate
+#   git worktree remove /tmp/tg-a
 #
 # Settings (environment): WORKLOADS ("uniform many-rules-exact"), RUNS (8 per side; even),
 # DURATION (3 s measured), WARMUP (1 s), CONNECTIONS (8), CONCURRENCY (256), KEYS, RULES and
 # WILDCARDS as in run.sh, CARGO_TARGET_DIR (for tollgate-load, built here).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 if [[ $# -ne 2 || ! -x $1 || ! -x $2 ]]; then
   echo "usage: bench/ab.sh OLD_BINARY NEW_BINARY (two executable builds of tollgate)" >&2
   exit 2
 fi
-A=$1
-B=$2
+A=$(realpath "$1")
+B=$(realpath "$2")
+cd "$(dirname "$0")/.."
 WORKLOADS=${WORKLOADS:-uniform many-rules-exact}
 RUNS=${RUNS:-8}
+if ((RUNS < 2 || RUNS % 2)); then
+  echo "ab.sh: RUNS=$RUNS: give an even number, so that each build goes first in half the pairs" >&2
+  exit 2
+fi
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
 CONNECTIONS=${CONNECTIONS:-8}
@@ -53,15 +58,6 @@ if [[ ${#CPUS[@]} -ge 2 ]] && command -v taskset >/dev/null; then
 else
   echo "ab.sh: not pinned (fewer than 2 cores or no taskset)" >&2
 fi
-
-cpu_ticks() { # PID: utime + stime, in clock ticks
-  local stat rest
-  read -r stat <"/proc/$1/stat"
-  rest=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  echo $((${12} + ${13}))
-}
 
 declare -A PID PORT
 for side in A B; do

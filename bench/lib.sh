@@ -1,4 +1,4 @@
-# Shared by bench/run.sh and bench/instructions.sh: configs, ports, process bookkeeping.
+# Shared by the bench scripts: configs, ports, process bookkeeping, CPU time.
 # Sourced, not run. Expects RULES, WILDCARDS and KEYS to be set.
 
 # A temporary directory for configs and results, removed with every server started through
@@ -54,6 +54,16 @@ write_configs() {
 # allowed_cpus: the CPUs this process may run on, in order (a cpuset need not start at 0).
 allowed_cpus() {
   python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))'
+}
+
+# utime + stime of a process, all its threads, in clock ticks.
+cpu_ticks() {
+  local stat rest
+  read -r stat <"/proc/$1/stat"
+  rest=${stat##*) } # past "pid (comm) ": field 3 (state) is now field 1
+  # shellcheck disable=SC2086
+  set -- $rest
+  echo $((${12} + ${13}))
 }
 
 free_port() {

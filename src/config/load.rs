@@ -357,7 +357,7 @@ impl Reader<'_, '_> {
         let fail = self.fail_mode(&f);
         let policy = self.policy(&f)?;
         Some(Limit {
-            name: name.map(Arc::from),
+            name,
             policy,
             shadow_mode: shadow_mode || rule_shadow_mode,
             postpaid,

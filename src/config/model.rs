@@ -62,8 +62,8 @@ pub struct DescriptorRule {
 /// A limit on one descriptor rule.
 #[derive(Clone, Debug)]
 pub struct Limit {
-    /// Shared, since every status that reports the limit carries it.
-    pub name: Option<Arc<str>>,
+    /// Reported in every status that shows the limit (from the matching tree's copy).
+    pub name: Option<String>,
     /// What is counted, per window of `unit`. `Unlimited` has no counter at all.
     pub policy: LimitPolicy,
     /// Counted but never denies (descriptor-level `shadow_mode`, or the limit's own).

@@ -49,11 +49,11 @@ pub struct DomainRules {
     /// Every rule's limits, each rule's together, by [`Node`]'s `limits`.
     limits: Vec<RuleLimit>,
     naming: Vec<RuleNaming>,
-    /// Every exact value, wildcard literal and limit name of the domain, end to end (`Text`
+    /// Every exact value, wildcard literal and limit name of the domain, end to end (`Span`
     /// ranges).
     text: String,
     /// The middle parts of every wildcard pattern (a [`Pattern`]'s `middles`).
-    middles: Vec<Text>,
+    middles: Vec<Span>,
     /// Hashes exact values for the levels' tables.
     values: FastState,
 }
@@ -68,9 +68,9 @@ pub struct Node {
     pub metric_has_values: bool,
     /// The rule's wildcard is a `share_threshold` one: see [`RuleNaming::shared_value`].
     shares_counter: bool,
-    limits: Text,
+    limits: Span,
     /// The exact value this rule matches (empty for a key-only or wildcard rule).
-    value: Text,
+    value: Span,
     children: Option<u32>,
 }
 
@@ -86,7 +86,7 @@ pub struct RuleLimit {
     pub fail: FailMode,
     /// Names of other limits that this one replaces when both match one call.
     pub replaces: Box<[String]>,
-    name: Option<Text>,
+    name: Option<Span>,
 }
 
 /// What naming a rule in metrics needs, and its `share_threshold` pattern: read for the rare
@@ -110,14 +110,30 @@ struct RuleNaming {
 /// A range of [`DomainRules`]' `text`, `limits` or `middles`: two `u32`s where a `String` would
 /// be three words and a pointer to follow.
 #[derive(Clone, Copy, Debug, Default)]
-struct Text {
+struct Span {
     start: u32,
     len: u32,
 }
 
-impl Text {
+impl Span {
     fn range(self) -> Range<usize> {
-        self.start as usize..(self.start + self.len) as usize
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+
+    /// The part of `text` this span covers.
+    fn of(self, text: &str) -> &str {
+        text.get(self.range()).unwrap_or_default()
+    }
+}
+
+/// Appends `s` to `text`, returning where it is.
+fn push_span(text: &mut String, s: &str) -> Span {
+    let start = text.len();
+    text.push_str(s);
+    Span {
+        start: to_u32(start),
+        len: to_u32(s.len()),
     }
 }
 
@@ -194,12 +210,12 @@ impl DomainRules {
         self.naming.iter().map(|n| &n.metric_name)
     }
 
-    fn text(&self, text: Text) -> &str {
-        &self.text[text.range()]
+    fn text(&self, text: Span) -> &str {
+        text.of(&self.text)
     }
 
     fn limits(&self, rule: &Node) -> &[RuleLimit] {
-        &self.limits[rule.limits.range()]
+        self.limits.get(rule.limits.range()).unwrap_or_default()
     }
 
     /// The configured name of `limit`, one of this domain's.
@@ -300,13 +316,8 @@ impl DomainRules {
     }
 
     /// Appends `s` to the domain's text.
-    fn push_text(&mut self, s: &str) -> Text {
-        let start = self.text.len();
-        self.text.push_str(s);
-        Text {
-            start: to_u32(start),
-            len: to_u32(s.len()),
-        }
+    fn push_text(&mut self, s: &str) -> Span {
+        push_span(&mut self.text, s)
     }
 
     fn build_level(
@@ -344,13 +355,13 @@ impl DomainRules {
             }
             let value = match (&rule.value, pattern) {
                 (Some(v), None) => self.push_text(v),
-                _ => Text::default(),
+                _ => Span::default(),
             };
             self.nodes.push(Node {
                 id,
                 metric_has_values: has_values || rule.detailed_metric,
                 shares_counter: shared_value.is_some(),
-                limits: Text {
+                limits: Span {
                     start: to_u32(limits_start),
                     len: to_u32(rule.limits.len()),
                 },
@@ -380,7 +391,7 @@ impl DomainRules {
                     entry
                         .exact
                         .insert_unique(values.hash_one(v.as_str()), to_u32(id), |&n| {
-                            values.hash_one(&text[nodes[n as usize].value.range()])
+                            values.hash_one(nodes[n as usize].value.of(text))
                         });
                 }
             }
@@ -389,7 +400,9 @@ impl DomainRules {
     }
 }
 
-/// Config sizes are far below 4 GiB (the loader bounds files), so a `u32` index always fits.
+/// Spans are `u32`s to keep the tree small. A domain whose values and names came to more than
+/// 4 GiB would saturate here and match as if those rules were not there; never panic, since
+/// spans are read with `get`.
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -402,10 +415,10 @@ struct Pattern {
     /// The rule it leads to.
     node: u32,
     /// Before the first `*` and after the last.
-    prefix: Text,
-    suffix: Text,
+    prefix: Span,
+    suffix: Span,
     /// The parts between stars, in order: a range of [`DomainRules`]' `middles`.
-    middles: Text,
+    middles: Span,
     /// The shortest value that can match: every part's length together.
     min_len: u32,
     /// The pattern's first and last bytes, which are the prefix's and the suffix's when those
@@ -415,20 +428,12 @@ struct Pattern {
 }
 
 impl Pattern {
-    fn new(pattern: &str, node: u32, text: &mut String, middles: &mut Vec<Text>) -> Pattern {
-        let mut push = |s: &str| {
-            let start = text.len();
-            text.push_str(s);
-            Text {
-                start: to_u32(start),
-                len: to_u32(s.len()),
-            }
-        };
+    fn new(pattern: &str, node: u32, text: &mut String, middles: &mut Vec<Span>) -> Pattern {
         // A pattern always has at least one `*`, so at least a prefix and a suffix.
-        let mut parts: Vec<Text> = pattern.split('*').map(&mut push).collect();
+        let mut parts: Vec<Span> = pattern.split('*').map(|s| push_span(text, s)).collect();
         let suffix = parts.pop().unwrap_or_default();
         let prefix = if parts.is_empty() {
-            Text::default()
+            Span::default()
         } else {
             parts.remove(0)
         };
@@ -438,7 +443,7 @@ impl Pattern {
             node,
             prefix,
             suffix,
-            middles: Text {
+            middles: Span {
                 start: to_u32(first_middle),
                 len: to_u32(parts.len()),
             },
@@ -449,8 +454,8 @@ impl Pattern {
         }
     }
 
-    fn matches(&self, text: &str, middles: &[Text], value: &str) -> bool {
-        let part = |t: Text| &text[t.range()];
+    fn matches(&self, text: &str, middles: &[Span], value: &str) -> bool {
+        let part = |t: Span| t.of(text);
         // Cheap refusals first: most siblings fail on length or on their ends.
         let bytes = value.as_bytes();
         if bytes.len() < self.min_len as usize
@@ -463,7 +468,7 @@ impl Pattern {
         let Some(mut remaining) = value.strip_prefix(part(self.prefix)) else {
             return false;
         };
-        for &middle in &middles[self.middles.range()] {
+        for &middle in middles.get(self.middles.range()).unwrap_or_default() {
             let middle = part(middle);
             match remaining.find(middle) {
                 Some(at) => remaining = &remaining[at + middle.len()..],

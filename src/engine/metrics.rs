@@ -6,10 +6,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -133,8 +133,9 @@ pub struct EngineMetrics {
     pub unknown_domain: Counter,
     /// Expired counters dropped by the sweeper.
     pub swept_counters: Counter,
-    /// Descriptors by the rule they matched and what it decided.
-    pub rule_decisions: Family<RuleLabels, Counter>,
+    /// Descriptors by the rule they matched and what it decided. Read through
+    /// [`RuleDecisions`]: the loaded config holds counts not yet moved here.
+    pub(super) rule_decisions: Family<RuleLabels, Counter>,
     /// Calls counted under a rule's config name because the value series were full.
     pub value_series_overflow: Counter,
     pub value_series: Arc<ValueSeries>,
@@ -155,7 +156,8 @@ impl EngineMetrics {
 }
 
 impl EngineMetrics {
-    /// Registers every metric but `tollgate_rule_decisions`, which [`RuleDecisions`] encodes.
+    /// Registers every metric but `tollgate_rule_decisions`, which needs the engine (see
+    /// [`RuleDecisions`]).
     pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "tollgate_decisions",
@@ -296,26 +298,28 @@ impl RuleCounts {
     }
 }
 
-/// `tollgate_rule_decisions` on `/metrics`: the registered per-rule counters, once the config in
-/// force has moved its pending counts ([`RuleCounts`]) into them, so that a read shows every
-/// decision made before it.
+/// `tollgate_rule_decisions` as registered: the per-rule counters, once the config in force has
+/// moved its pending counts ([`RuleCounts`]) into them, so that a read shows every decision made
+/// before it.
 #[derive(Debug)]
 pub(super) struct RuleDecisions {
     pub engine: Weak<Engine>,
     pub family: Family<RuleLabels, Counter>,
 }
 
-impl Collector for RuleDecisions {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+impl EncodeMetric for RuleDecisions {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         if let Some(engine) = self.engine.upgrade() {
             engine.config().counters.flush();
         }
-        let metric = encoder.encode_descriptor(
-            "tollgate_rule_decisions",
-            "Descriptors by matched rule (the reference's stats key) and outcome",
-            None,
-            self.family.metric_type(),
-        )?;
-        self.family.encode(metric)
+        self.family.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.family.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.family.is_empty()
     }
 }

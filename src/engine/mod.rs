@@ -126,10 +126,14 @@ impl Engine {
     /// Registers the engine's metrics, every one drawn from this engine.
     pub fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
         self.metrics.register(registry);
-        registry.register_collector(Box::new(RuleDecisions {
-            engine: Arc::downgrade(self),
-            family: self.metrics.rule_decisions.clone(),
-        }));
+        registry.register(
+            "tollgate_rule_decisions",
+            "Descriptors by matched rule (the reference's stats key) and outcome",
+            RuleDecisions {
+                engine: Arc::downgrade(self),
+                family: self.metrics.rule_decisions.clone(),
+            },
+        );
     }
 
     /// The configuration in force.
