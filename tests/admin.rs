@@ -234,6 +234,9 @@ async fn rule_metrics_count_every_decision_read_after_read_and_across_a_reload()
             .unwrap();
     }
     assert_eq!(series(&server, ok).await.as_deref(), Some("4"));
+    let calls = r#"tollgate_decisions_total{domain="m",outcome="ok"}"#;
+    assert_eq!(series(&server, calls).await.as_deref(), Some("4"));
     server.ask(simple("m", "ip", "5.5.5.5")).await;
     assert_eq!(series(&server, ok).await.as_deref(), Some("5"));
+    assert_eq!(series(&server, calls).await.as_deref(), Some("5"));
 }

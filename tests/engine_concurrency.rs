@@ -1,9 +1,12 @@
 //! The engine alone under real threads, many rounds: exactly K, all or nothing, and memory
 //! that follows the active keys.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
+
+use prometheus_client::registry::Registry;
 
 use tollgate::clock::ManualClock;
 use tollgate::config::{LoadOptions, load::load_sources};
@@ -193,4 +196,56 @@ fn a_full_key_table_fails_closed_or_unavailable_and_frees_up_when_windows_end() 
         .should_rate_limit(&call(&[&[("a", "one-too-many")]]))
         .expect("expired windows made room");
     assert_eq!(decision.code, Code::Ok);
+}
+
+/// The value of one series as `/metrics` renders `registry` (0 when absent).
+fn series(registry: &Registry, series: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("the registry encodes");
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map_or(0, |value| value.parse().expect("a count"))
+}
+
+#[test]
+fn metrics_count_every_decision_of_many_threads_while_being_read() {
+    // Many threads count on one domain and one rule at once, and reads of /metrics move the
+    // rule counts out of the loaded config while calls add to them: none may be lost or
+    // counted twice.
+    let (engine, clock) = engine(EngineOptions::default());
+    let mut registry = Registry::default();
+    engine.register_metrics(&mut registry);
+    let rounds = 50;
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                series(&registry, "tollgate_decisions_total");
+            }
+        });
+        for round in 0..rounds {
+            clock.advance(Duration::from_secs(60));
+            // 20 threads x 30 calls on key `a`: the domain's cap of 50 lets 50 through.
+            assert_eq!(race(&engine, 20, 30, "a", &format!("v{round}")), 50);
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    let (ok, over) = (50 * rounds, 550 * rounds);
+    let decisions = |outcome: &str| {
+        series(
+            &registry,
+            &format!(r#"tollgate_decisions_total{{domain="d",outcome="{outcome}"}}"#),
+        )
+    };
+    let rule = |outcome: &str| {
+        series(
+            &registry,
+            &format!(r#"tollgate_rule_decisions_total{{rule="d.a",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(decisions("ok"), ok);
+    assert_eq!(decisions("over_limit"), over);
+    assert_eq!(rule("ok"), ok);
+    assert_eq!(rule("over_limit"), over);
 }
