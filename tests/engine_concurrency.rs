@@ -216,7 +216,7 @@ fn metrics_count_every_decision_of_many_threads_while_being_read() {
     let (engine, clock) = engine(EngineOptions::default());
     let mut registry = Registry::default();
     engine.register_metrics(&mut registry);
-    let rounds = 50;
+    let rounds = 150;
     let done = AtomicBool::new(false);
     thread::scope(|s| {
         s.spawn(|| {
