@@ -11,7 +11,7 @@
 #   git worktree add /tmp/tg-a HEAD~1 && (cd /tmp/tg-a && cargo build --release --bin tollgate)
 #   cargo build --release --bin tollgate
 #   bench/ab.sh /tmp/tg-a/target/release/tollgate target/release/tollgate
-#   git worktree remove /tmp/tg-a
+#   git worktree remove --force /tmp/tg-a
 #
 # Settings (environment): WORKLOADS ("uniform many-rules-exact"), RUNS (8 per side; even),
 # DURATION (3 s measured), WARMUP (1 s), CONNECTIONS (8), CONCURRENCY (256), KEYS, RULES and
