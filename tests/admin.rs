@@ -106,12 +106,7 @@ async fn metrics_count_decisions_by_domain_and_outcome() {
     for _ in 0..3 {
         server.ask(simple("web", "ip", "1.1.1.1")).await;
     }
-    let text = reqwest::get(server.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     assert!(
         text.contains(r#"tollgate_decisions_total{domain="web",outcome="ok"} 1"#),
         "{text}"
@@ -159,12 +154,7 @@ async fn rule_metrics_name_values_only_where_asked_and_within_a_bound() {
     for user in ["bob", "eve"] {
         server.ask(simple("m", "user", user)).await;
     }
-    let text = reqwest::get(server.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     let has = |series: &str| text.lines().any(|l| l == series);
     // Config names for plain rules: client values never become labels.
     assert!(
@@ -192,14 +182,19 @@ async fn rule_metrics_name_values_only_where_asked_and_within_a_bound() {
     assert!(has("tollgate_value_series_overflow_total 1"), "{text}");
 }
 
-/// The value of one series on `/metrics`, if it is there.
-async fn series(server: &TestServer, name: &str) -> Option<String> {
-    let text = reqwest::get(server.http_url("/metrics"))
+/// The whole of `/metrics`.
+async fn metrics_text(server: &TestServer) -> String {
+    reqwest::get(server.http_url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of one series on `/metrics`, if it is there.
+async fn series(server: &TestServer, name: &str) -> Option<String> {
+    let text = metrics_text(server).await;
     let prefix = format!("{name} ");
     text.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
