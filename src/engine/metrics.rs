@@ -156,9 +156,9 @@ impl EngineMetrics {
 }
 
 impl EngineMetrics {
-    /// Registers every metric but `tollgate_rule_decisions`, which needs the engine (see
-    /// [`RuleDecisions`]).
-    pub(super) fn register(&self, registry: &mut Registry) {
+    /// Registers every metric; `tollgate_rule_decisions` is read through [`RuleDecisions`],
+    /// which needs the engine.
+    pub(super) fn register(&self, registry: &mut Registry, engine: Weak<Engine>) {
         registry.register(
             "tollgate_decisions",
             "Rate-limit calls by domain and outcome",
@@ -178,6 +178,14 @@ impl EngineMetrics {
             "tollgate_swept_counters",
             "Expired counters dropped by the periodic sweep",
             self.swept_counters.clone(),
+        );
+        registry.register(
+            "tollgate_rule_decisions",
+            "Descriptors by matched rule (the reference's stats key) and outcome",
+            RuleDecisions {
+                engine,
+                family: self.rule_decisions.clone(),
+            },
         );
         registry.register(
             "tollgate_value_series_overflow",
@@ -302,9 +310,9 @@ impl RuleCounts {
 /// moved its pending counts ([`RuleCounts`]) into them, so that a read shows every decision made
 /// before it.
 #[derive(Debug)]
-pub(super) struct RuleDecisions {
-    pub engine: Weak<Engine>,
-    pub family: Family<RuleLabels, Counter>,
+struct RuleDecisions {
+    engine: Weak<Engine>,
+    family: Family<RuleLabels, Counter>,
 }
 
 impl EncodeMetric for RuleDecisions {

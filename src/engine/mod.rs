@@ -28,9 +28,7 @@ use crate::clock::SharedClock;
 use crate::config::{RateLimitConfig, RuleTree};
 use crate::store::KeyTableFull;
 use actors::Actors;
-use metrics::{
-    ConfigCounters, DomainCounters, Outcome, RuleDecisions, RuleLabels, RuleName, RuleOutcome,
-};
+use metrics::{ConfigCounters, DomainCounters, Outcome, RuleLabels, RuleName, RuleOutcome};
 use plan::Plan;
 
 /// What to do with a call for a domain that is not configured.
@@ -125,15 +123,7 @@ impl Engine {
 
     /// Registers the engine's metrics, every one drawn from this engine.
     pub fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
-        self.metrics.register(registry);
-        registry.register(
-            "tollgate_rule_decisions",
-            "Descriptors by matched rule (the reference's stats key) and outcome",
-            RuleDecisions {
-                engine: Arc::downgrade(self),
-                family: self.metrics.rule_decisions.clone(),
-            },
-        );
+        self.metrics.register(registry, Arc::downgrade(self));
     }
 
     /// The configuration in force.
