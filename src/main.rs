@@ -19,7 +19,7 @@ use tollgate::config::{
 use tollgate::engine::{EngineOptions, UnknownDomain};
 use tollgate::proto::RateLimitRequest;
 use tollgate::proxy::{Limiter, Proxy, ProxyConfig, Remote, Secrets, load_proxy_config};
-use tollgate::rls::GrpcOptions;
+use tollgate::rls::{GrpcOptions, Keepalive};
 use tollgate::server::{Listeners, ProxyListener, ServeOptions, serve, serve_proxy_alone};
 use tollgate::wire::RequestBounds;
 
@@ -120,8 +120,10 @@ struct ServeArgs {
     /// Longest a call may take, ms; a caller's shorter grpc-timeout wins.
     #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT_MS", default_value_t = 1_000)]
     request_timeout_ms: u64,
+    /// Silence on a gRPC connection before TCP keepalive probes its peer, seconds; 0: no probes.
     #[arg(long, env = "TOLLGATE_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
     keepalive_interval_secs: u64,
+    /// How long the probes may go unanswered before the connection is dropped, seconds.
     #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
     keepalive_timeout_secs: u64,
     /// Largest request message (gRPC) or body (/json), bytes.
@@ -400,8 +402,10 @@ fn serve_options(args: &ServeArgs) -> ServeOptions {
             max_connections: args.max_connections,
             max_concurrent_streams: args.max_concurrent_streams,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
-            keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
-            keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
+            keepalive: (args.keepalive_interval_secs > 0).then(|| Keepalive {
+                idle: Duration::from_secs(args.keepalive_interval_secs),
+                timeout: Duration::from_secs(args.keepalive_timeout_secs),
+            }),
         },
         admin_max_body_bytes: args.max_message_bytes,
         sweep_interval: Duration::from_secs(args.sweep_interval_secs.max(1)),

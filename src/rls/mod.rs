@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
+pub use connections::Keepalive;
 pub use service::RlsService;
 
 use crate::engine::Engine;
@@ -40,8 +41,8 @@ pub struct GrpcOptions {
     pub max_concurrent_streams: u32,
     /// Longest a call may take; a caller's shorter `grpc-timeout` wins.
     pub request_timeout: Duration,
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
+    /// TCP keepalive of every connection; none leaves the kernel's defaults.
+    pub keepalive: Option<Keepalive>,
 }
 
 impl Default for GrpcOptions {
@@ -52,8 +53,10 @@ impl Default for GrpcOptions {
             max_connections: 10_000,
             max_concurrent_streams: 1_024,
             request_timeout: Duration::from_secs(1),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(30),
+                timeout: Duration::from_secs(10),
+            }),
         }
     }
 }
@@ -77,13 +80,15 @@ pub async fn serve_grpc(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let rls = RateLimitServiceServer::new(RlsService::new(engine, options.request))
         .max_decoding_message_size(options.max_message_bytes);
-    let incoming =
-        connections::bounded_incoming(listener, options.max_connections, shutdown.clone());
+    let incoming = connections::bounded_incoming(
+        listener,
+        options.max_connections,
+        options.keepalive,
+        shutdown.clone(),
+    );
     Server::builder()
         .timeout(options.request_timeout)
         .max_concurrent_streams(options.max_concurrent_streams)
-        .http2_keepalive_interval(Some(options.keepalive_interval))
-        .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
