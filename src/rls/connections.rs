@@ -222,7 +222,7 @@ mod tests {
     async fn past_the_bound_a_connection_waits_until_one_closes() {
         let (listener, addr) = listener().await;
         let mut incoming = bounded_incoming(listener, 1, None, CancellationToken::new());
-        let first_client = TcpStream::connect(addr).await.unwrap();
+        let _first_client = TcpStream::connect(addr).await.unwrap();
         let first = incoming.next().await.unwrap().unwrap();
         let second_client = TcpStream::connect(addr).await.unwrap();
         // The second connection is in the kernel's backlog, not handed over, while the first
