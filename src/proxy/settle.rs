@@ -70,7 +70,7 @@ impl Drop for Reservation {
         let metrics = self.metrics.clone();
         let (reserved, used) = (self.reserved, usage.total());
         if used < reserved && Instant::now() >= self.refund_until {
-            tracing::debug!(
+            tracing::info!(
                 reserved,
                 used,
                 "a token window ended before the refund: none given"

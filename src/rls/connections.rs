@@ -26,26 +26,54 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// How long accepting pauses after it fails.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Unanswered keepalive probes before the kernel drops a connection.
-const KEEPALIVE_PROBES: u32 = 3;
+/// Keepalive probes sent before the kernel gives up on a silent peer.
+const KEEPALIVE_PROBES: u64 = 3;
+
+/// The longest idle time and probe interval Linux accepts, seconds.
+const KEEPALIVE_MAX_SECS: u64 = 32_767;
 
 /// When an idle connection's peer is probed, and how long it has to answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
-    /// Silence before the first probe.
+    /// Silence before the first probe (whole seconds, 1 to 32,767).
     pub idle: Duration,
-    /// How long the probes go unanswered before the connection is dropped: three probes, a
-    /// third of it apart (at least a second: the kernel counts in seconds).
+    /// How long the peer may stay silent once probing began before the connection is dropped:
+    /// three probes, a third of it apart (rounded up to whole seconds, at least one). Data
+    /// left unacknowledged for `idle + timeout` drops the connection too (Linux), so a peer
+    /// that vanishes while an answer is in flight is not kept for the minutes of TCP's
+    /// retransmissions.
     pub timeout: Duration,
 }
 
 impl Keepalive {
-    fn tcp(&self) -> TcpKeepalive {
-        let between = (self.timeout / KEEPALIVE_PROBES).max(Duration::from_secs(1));
-        TcpKeepalive::new()
-            .with_time(self.idle)
-            .with_interval(between)
-            .with_retries(KEEPALIVE_PROBES)
+    fn idle_secs(&self) -> u64 {
+        self.idle.as_secs().clamp(1, KEEPALIVE_MAX_SECS)
+    }
+
+    fn probe_interval_secs(&self) -> u64 {
+        self.timeout
+            .as_secs()
+            .div_ceil(KEEPALIVE_PROBES)
+            .clamp(1, KEEPALIVE_MAX_SECS)
+    }
+
+    /// Sets the keepalive on `stream`'s socket.
+    fn apply(&self, stream: &TcpStream) -> io::Result<()> {
+        let socket = SockRef::from(stream);
+        let probes = TcpKeepalive::new()
+            .with_time(Duration::from_secs(self.idle_secs()))
+            .with_interval(Duration::from_secs(self.probe_interval_secs()))
+            .with_retries(KEEPALIVE_PROBES as u32);
+        socket.set_tcp_keepalive(&probes)?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        socket.set_tcp_user_timeout(Some(self.unacknowledged_limit()))?;
+        Ok(())
+    }
+
+    /// How long sent data may stay unacknowledged before the connection is dropped.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn unacknowledged_limit(&self) -> Duration {
+        Duration::from_secs(self.idle_secs() + KEEPALIVE_PROBES * self.probe_interval_secs())
     }
 }
 
@@ -65,7 +93,6 @@ pub fn bounded_incoming(
 ) -> ReceiverStream<io::Result<BoundedConn>> {
     let (tx, rx) = mpsc::channel(1);
     let slots = Arc::new(Semaphore::new(max.max(1)));
-    let keepalive = keepalive.map(|k| k.tcp());
     tokio::spawn(async move {
         loop {
             let slot = tokio::select! {
@@ -84,7 +111,7 @@ pub fn bounded_incoming(
                     // Decisions are small and latency-bound.
                     let _ = stream.set_nodelay(true);
                     if let Some(keepalive) = &keepalive
-                        && let Err(e) = SockRef::from(&stream).set_tcp_keepalive(keepalive)
+                        && let Err(e) = keepalive.apply(&stream)
                     {
                         tracing::warn!(error = %e, "setting TCP keepalive on a gRPC connection failed");
                     }
@@ -174,9 +201,10 @@ mod tests {
     #[tokio::test]
     async fn accepted_connections_carry_the_keepalive_asked_for() {
         let (listener, addr) = listener().await;
+        // A timeout of 10 s: probes 4 s apart (rounded up, never under the timeout asked for).
         let keepalive = Keepalive {
             idle: Duration::from_secs(7),
-            timeout: Duration::from_secs(6),
+            timeout: Duration::from_secs(10),
         };
         let mut incoming = bounded_incoming(listener, 4, Some(keepalive), CancellationToken::new());
         let _client = TcpStream::connect(addr).await.unwrap();
@@ -186,9 +214,14 @@ mod tests {
         assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
         assert_eq!(
             socket.tcp_keepalive_interval().unwrap(),
-            Duration::from_secs(2)
+            Duration::from_secs(4)
         );
-        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(7 + 3 * 4))
+        );
         assert!(conn.stream.nodelay().unwrap());
     }
 
@@ -202,9 +235,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_short_timeout_still_probes_a_second_apart() {
+    async fn out_of_range_times_are_brought_within_what_the_kernel_takes() {
         let keepalive = Keepalive {
-            idle: Duration::from_secs(1),
+            idle: Duration::from_millis(10),
             timeout: Duration::ZERO,
         };
         let (listener, addr) = listener().await;
