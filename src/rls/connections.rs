@@ -198,17 +198,23 @@ mod tests {
         (listener, addr)
     }
 
+    /// One connection accepted through `bounded_incoming` with `keepalive`, and its client.
+    async fn accept_one(keepalive: Option<Keepalive>) -> (BoundedConn, TcpStream) {
+        let (listener, addr) = listener().await;
+        let mut incoming = bounded_incoming(listener, 4, keepalive, CancellationToken::new());
+        let client = TcpStream::connect(addr).await.unwrap();
+        let conn = incoming.next().await.unwrap().unwrap();
+        (conn, client)
+    }
+
     #[tokio::test]
     async fn accepted_connections_carry_the_keepalive_asked_for() {
-        let (listener, addr) = listener().await;
         // A timeout of 10 s: probes 4 s apart (rounded up, never under the timeout asked for).
-        let keepalive = Keepalive {
+        let (conn, _client) = accept_one(Some(Keepalive {
             idle: Duration::from_secs(7),
             timeout: Duration::from_secs(10),
-        };
-        let mut incoming = bounded_incoming(listener, 4, Some(keepalive), CancellationToken::new());
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let conn = incoming.next().await.unwrap().unwrap();
+        }))
+        .await;
         let socket = SockRef::from(&conn.stream);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
@@ -227,28 +233,33 @@ mod tests {
 
     #[tokio::test]
     async fn without_keepalive_the_socket_is_left_alone() {
-        let (listener, addr) = listener().await;
-        let mut incoming = bounded_incoming(listener, 4, None, CancellationToken::new());
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let conn = incoming.next().await.unwrap().unwrap();
+        let (conn, _client) = accept_one(None).await;
         assert!(!SockRef::from(&conn.stream).keepalive().unwrap());
     }
 
     #[tokio::test]
     async fn out_of_range_times_are_brought_within_what_the_kernel_takes() {
-        let keepalive = Keepalive {
+        let (conn, _client) = accept_one(Some(Keepalive {
             idle: Duration::from_millis(10),
             timeout: Duration::ZERO,
-        };
-        let (listener, addr) = listener().await;
-        let mut incoming = bounded_incoming(listener, 4, Some(keepalive), CancellationToken::new());
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let conn = incoming.next().await.unwrap().unwrap();
+        }))
+        .await;
         let socket = SockRef::from(&conn.stream);
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(1));
         assert_eq!(
             socket.tcp_keepalive_interval().unwrap(),
             Duration::from_secs(1)
         );
+
+        let (conn, _client) = accept_one(Some(Keepalive {
+            idle: Duration::from_secs(1 << 20),
+            timeout: Duration::from_secs(1 << 20),
+        }))
+        .await;
+        let socket = SockRef::from(&conn.stream);
+        let most = Duration::from_secs(KEEPALIVE_MAX_SECS);
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), most);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), most);
     }
 
     #[tokio::test]
