@@ -113,6 +113,34 @@ fn the_same_key_twice_in_a_call_counts_twice_and_reports_the_final_count() {
 }
 
 #[test]
+fn values_of_every_length_count_apart() {
+    let (engine, _) = engine(EngineOptions::default());
+    // Short keys sit in the counter's table slot, long ones on the heap, and string lengths
+    // past 127 take two bytes in a key: no value may share a counter with another, whatever
+    // its length, nor with one whose bytes it starts with.
+    let values: Vec<String> = [0, 1, 20, 21, 22, 40, 127, 128, 300, 1000]
+        .iter()
+        .map(|&n| "v".repeat(n))
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        let hits = i as u64 + 1;
+        let decision = engine
+            .should_rate_limit(&call(vec![charge("k", value, hits)]))
+            .expect("decided");
+        assert_eq!(decision.code, Code::Ok);
+        assert_eq!(decision.statuses[0].limit_remaining as u64, 10 - hits);
+    }
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(
+            left(&engine, "k", value) as u64,
+            10 - (i as u64 + 1),
+            "value of {} bytes",
+            value.len()
+        );
+    }
+}
+
+#[test]
 fn a_refund_of_zero_is_a_no_op_that_never_denies() {
     let (engine, _) = engine(EngineOptions::default());
     engine

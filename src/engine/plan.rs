@@ -2,7 +2,9 @@
 //!
 //! The plan is the whole of what the actors must decide as one step: every limit of every
 //! descriptor that was not replaced, plus the domain's global caps. Counter keys are built
-//! into one buffer, each string length-prefixed so that no two distinct keys collide.
+//! into one buffer, each string and number prefixed by its length or written as a varint, so
+//! that no two distinct keys collide; they are kept short, since a table stores a short key in
+//! the counter's own cache line.
 
 use std::ops::Range;
 
@@ -258,14 +260,13 @@ impl<'c> Plan<'c> {
         match slot {
             KeySlot::Rule { index, unit } => {
                 self.keys.push(b'r');
-                self.keys.extend_from_slice(&(index as u32).to_le_bytes());
-                self.keys.extend_from_slice(&unit.seconds().to_le_bytes());
+                self.put_varint(index as u64);
+                self.put_varint(unit.seconds());
             }
             KeySlot::Override(o) => {
                 self.keys.push(b'o');
-                self.keys
-                    .extend_from_slice(&o.requests_per_unit.to_le_bytes());
-                self.keys.extend_from_slice(&o.unit.seconds().to_le_bytes());
+                self.put_varint(u64::from(o.requests_per_unit));
+                self.put_varint(o.unit.seconds());
             }
         }
         start..self.keys.len()
@@ -276,14 +277,23 @@ impl<'c> Plan<'c> {
         self.keys.push(b'g');
         self.put_str(&domain.name);
         self.put_str(&cap.name);
-        self.keys
-            .extend_from_slice(&cap.unit.seconds().to_le_bytes());
+        self.put_varint(cap.unit.seconds());
         start..self.keys.len()
     }
 
     fn put_str(&mut self, s: &str) {
-        self.keys.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.put_varint(s.len() as u64);
         self.keys.extend_from_slice(s.as_bytes());
+    }
+
+    /// LEB128: seven bits a byte, low first, the top bit set on every byte but the last (one
+    /// byte for a string shorter than 128 bytes).
+    fn put_varint(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.keys.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        self.keys.push(n as u8);
     }
 }
 
