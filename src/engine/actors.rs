@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::plan::{Op, Plan};
 use crate::clock::Clock;
 use crate::limits::{Counter, Mode};
-use crate::store::{HashedKey, KeyHasher, KeyTableFull, MAX_SHARDS, MemoryCounters};
+use crate::store::{Found, HashedKey, KeyHasher, KeyTableFull, MAX_SHARDS, MemoryCounters};
 
 pub(crate) struct Actors {
     /// `actors[..shards]` are the shard actors; the last one is the global actor.
@@ -75,7 +75,7 @@ impl Actors {
         clock: &dyn Clock,
     ) -> Result<(bool, Duration), KeyTableFull> {
         // Enter every actor the plan touches, in ascending order (the global actor last).
-        let mut guards: Vec<Entered<'_>> = Vec::new();
+        let mut guards: Vec<Entered<'_>> = Vec::with_capacity(plan.ops.len());
         let mut next = plan.ops.iter().map(|op| op.actor).min();
         while let Some(actor) = next {
             guards.push(Entered {
@@ -90,27 +90,28 @@ impl Actors {
                 .filter(|&a| a > actor)
                 .min();
         }
-        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(plan.ops.len());
-        for (i, op) in plan.ops.iter().enumerate() {
+        let mut repeats = false;
+        for i in 0..plan.ops.len() {
+            let op = &plan.ops[i];
             // Every actor of the plan was entered above: the search always finds it.
             let (Ok(guard) | Err(guard)) = guards.binary_search_by_key(&op.actor, |g| g.actor);
-            let key = HashedKey::with_hash(&plan.keys[op.key.clone()], op.hash);
-            let earlier = (0..i)
-                .rev()
-                .find(|&k| slots[k].guard == guard && slots[k].key == key);
-            slots.push(Slot {
-                op: i,
-                guard,
-                key,
-                earlier,
-                reserved_room: false,
+            let key = op_key(&plan.keys, op);
+            let earlier = (0..i).rev().find(|&k| {
+                let other = &plan.ops[k];
+                other.actor == op.actor && op_key(&plan.keys, other) == key
             });
+            repeats |= earlier.is_some();
+            plan.ops[i].place = Place {
+                guard,
+                earlier,
+                ..Place::default()
+            };
         }
         let now = clock.now();
 
         let mut turn = Turn {
             ops: &mut plan.ops,
-            slots,
+            keys: &plan.keys,
             guards,
         };
         let room = turn.decide(now);
@@ -125,6 +126,9 @@ impl Actors {
             turn.redecide_refunds(now);
         }
         turn.commit(committed);
+        if committed && repeats {
+            turn.report_final_counts();
+        }
         room.map(|()| (committed, now))
     }
 
@@ -152,68 +156,80 @@ struct Entered<'a> {
     new_keys: usize,
 }
 
-/// One operation of a turn. Operations are decided in the plan's order, as they were planned:
-/// operations on one key chain over each other, and operations on one actor share its room
-/// for new keys, first come first served.
-struct Slot<'k> {
-    /// Its index in the plan.
-    op: usize,
+/// Where one operation stands in its turn: set and read by the turn alone. Operations are
+/// decided in the plan's order, as they were planned: operations on one key chain over each
+/// other, and operations on one actor share its room for new keys, first come first served.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Place {
     /// The entered actor that owns its key.
     guard: usize,
-    /// Its key, with the hash the plan gave it.
-    key: HashedKey<'k>,
-    /// The latest earlier slot of this call on the same key.
+    /// The latest earlier operation of this call on the same key.
     earlier: Option<usize>,
+    /// Where the key's counter was found while deciding, for the write.
+    found: Option<Found>,
+    /// The counter as stored before the turn.
+    stored: Option<Counter>,
     /// This operation made room for its key in the table (set while deciding).
     reserved_room: bool,
 }
 
-/// One call's turn: its operations, and the actors it holds.
-struct Turn<'p, 'c, 'k, 'a> {
+/// The key of `op`, with the hash the plan gave it.
+fn op_key<'k>(keys: &'k [u8], op: &Op<'_>) -> HashedKey<'k> {
+    HashedKey::with_hash(&keys[op.key.clone()], op.hash)
+}
+
+/// One call's turn: its operations, their keys, and the actors it holds.
+struct Turn<'p, 'c, 'a> {
     ops: &'p mut [Op<'c>],
-    slots: Vec<Slot<'k>>,
+    keys: &'p [u8],
     guards: Vec<Entered<'a>>,
 }
 
-impl Turn<'_, '_, '_, '_> {
-    fn op(&self, pos: usize) -> &Op<'_> {
-        &self.ops[self.slots[pos].op]
+impl Turn<'_, '_, '_> {
+    /// The earlier operations on the same key as `i`, latest first.
+    fn earlier_on_key(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(self.ops[i].place.earlier, |&k| self.ops[k].place.earlier)
     }
 
-    /// The earlier slots on the same key as `pos`, latest first.
-    fn earlier_on_key(&self, pos: usize) -> impl Iterator<Item = usize> + '_ {
-        std::iter::successors(self.slots[pos].earlier, |&k| self.slots[k].earlier)
-    }
-
-    fn stored(&self, pos: usize) -> Option<&Counter> {
-        let slot = &self.slots[pos];
-        self.guards[slot.guard].table.get(slot.key)
+    fn stored(&self, i: usize) -> Option<(Found, Counter)> {
+        let op = &self.ops[i];
+        let (found, counter) = self.guards[op.place.guard]
+            .table
+            .find(op_key(self.keys, op))?;
+        Some((found, *counter))
     }
 
     /// Decides every operation; an earlier operation of this call on the same key counts as
     /// done. Fails if the call would need more new keys than an actor has room for.
     fn decide(&mut self, now: Duration) -> Result<(), KeyTableFull> {
+        // Every counter is looked up before any is decided: a cold counter is a cache miss,
+        // and lookups with nothing in between let the processor wait for several at once.
+        for i in 0..self.ops.len() {
+            let (found, counter) = self.stored(i).unzip();
+            let place = &mut self.ops[i].place;
+            place.found = found;
+            place.stored = counter;
+        }
         let mut room = Ok(());
-        for pos in 0..self.slots.len() {
-            let Slot {
-                op: i,
-                guard: g,
+        for i in 0..self.ops.len() {
+            let op = &self.ops[i];
+            let Place {
+                guard,
                 earlier,
+                stored: stored_entry,
                 ..
-            } = self.slots[pos];
-            let op = self.op(pos);
-            let stored_entry = self.stored(pos);
-            let stored = op.window.current(stored_entry, now);
+            } = op.place;
+            let stored = op.window.current(stored_entry.as_ref(), now);
             let seen = earlier
-                .and_then(|k| self.op(k).verdict)
+                .and_then(|k| self.ops[k].verdict)
                 .map_or(stored, |v| v.after());
             let mut verdict = op.window.decide(seen, op.hits, op.mode);
             // The call's own charges on this key, together, may be more than it can ever hold.
             if op.mode == Mode::Charge {
                 let own = self
-                    .earlier_on_key(pos)
-                    .filter(|&k| self.op(k).mode == Mode::Charge)
-                    .map(|k| self.op(k).hits)
+                    .earlier_on_key(i)
+                    .filter(|&k| self.ops[k].mode == Mode::Charge)
+                    .map(|k| self.ops[k].hits)
                     .fold(op.hits, u64::saturating_add);
                 verdict.never_fits |= own > u64::from(op.window.volume);
             }
@@ -223,15 +239,15 @@ impl Turn<'_, '_, '_, '_> {
             let creates = matches!(op.mode, Mode::Charge | Mode::Postpaid | Mode::Settle)
                 && !stored_entry.is_some_and(|c| c.is_live(now.as_secs()))
                 && !self
-                    .earlier_on_key(pos)
-                    .any(|k| self.slots[k].reserved_room);
+                    .earlier_on_key(i)
+                    .any(|k| self.ops[k].place.reserved_room);
             let decides = op.decides;
             if creates {
-                let entered = &mut self.guards[g];
+                let entered = &mut self.guards[guard];
                 match entered.table.make_room(entered.new_keys + 1, now.as_secs()) {
                     Ok(()) => {
                         entered.new_keys += 1;
-                        self.slots[pos].reserved_room = true;
+                        self.ops[i].place.reserved_room = true;
                     }
                     Err(full) if decides => room = room.and(Err(full)),
                     // No counter for this shadow limit: it counts from the next call that fits.
@@ -241,61 +257,62 @@ impl Turn<'_, '_, '_, '_> {
                     }
                 }
             }
-            self.ops[i].stored_count = stored.count;
-            self.ops[i].verdict = Some(verdict);
+            let op = &mut self.ops[i];
+            op.stored_count = stored.count;
+            op.verdict = Some(verdict);
         }
         room
     }
 
     /// Decides the refunds of a call that is not committed, chained only over its refunds.
     fn redecide_refunds(&mut self, now: Duration) {
-        for pos in 0..self.slots.len() {
-            let op = self.op(pos);
+        for i in 0..self.ops.len() {
+            let op = &self.ops[i];
             if op.mode != Mode::Refund {
                 continue;
             }
             let earlier = self
-                .earlier_on_key(pos)
-                .find(|&k| self.op(k).mode == Mode::Refund);
-            let seen = match earlier.and_then(|k| self.op(k).verdict) {
+                .earlier_on_key(i)
+                .find(|&k| self.ops[k].mode == Mode::Refund);
+            let seen = match earlier.and_then(|k| self.ops[k].verdict) {
                 Some(v) => v.after(),
-                None => op.window.current(self.stored(pos), now),
+                None => op
+                    .window
+                    .current(self.stored(i).map(|(_, c)| c).as_ref(), now),
             };
             let verdict = op.window.decide(seen, op.hits, Mode::Refund);
-            self.ops[self.slots[pos].op].verdict = Some(verdict);
+            self.ops[i].verdict = Some(verdict);
         }
     }
 
     /// Writes the decided counts: everything when `committed`, else only refunds. Several
     /// operations on one key write in order, so the last (cumulative) count is what stays.
     fn commit(&mut self, committed: bool) {
-        for slot in &self.slots {
-            let op = &self.ops[slot.op];
+        for op in self.ops.iter() {
             let Some(verdict) = op.verdict else { continue };
-            let table = &mut self.guards[slot.guard].table;
+            let table = &mut self.guards[op.place.guard].table;
+            let key = op_key(self.keys, op);
             match op.mode {
                 Mode::Charge | Mode::Postpaid | Mode::Settle if committed && !op.no_room => {
-                    table.put(slot.key, verdict.after())
+                    table.put(key, op.place.found, verdict.after())
                 }
-                Mode::Refund => table.update(slot.key, verdict.after()),
+                Mode::Refund => table.update(key, op.place.found, verdict.after()),
                 _ => {}
             }
         }
-        if committed {
-            self.report_final_counts();
-        }
     }
 
-    /// Every operation on a key reports the count the key ends the call with.
+    /// Every operation on a key reports the count the key ends the call with (needed only
+    /// where a call names a key more than once).
     fn report_final_counts(&mut self) {
-        for pos in 0..self.slots.len() {
-            let Slot { op, guard, key, .. } = self.slots[pos];
-            let last = (pos + 1..self.slots.len())
+        for i in 0..self.ops.len() {
+            let (actor, key) = (self.ops[i].actor, op_key(self.keys, &self.ops[i]));
+            let last = (i + 1..self.ops.len())
                 .rev()
-                .find(|&k| self.slots[k].guard == guard && self.slots[k].key == key);
+                .find(|&k| self.ops[k].actor == actor && op_key(self.keys, &self.ops[k]) == key);
             let Some(last) = last else { continue };
-            let final_count = self.op(last).verdict.map(|v| v.count_after);
-            if let (Some(count), Some(v)) = (final_count, self.ops[op].verdict.as_mut()) {
+            let final_count = self.ops[last].verdict.map(|v| v.count_after);
+            if let (Some(count), Some(v)) = (final_count, self.ops[i].verdict.as_mut()) {
                 v.count_after = count;
             }
         }

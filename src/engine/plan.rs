@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::actors::Actors;
+use super::actors::{Actors, Place};
 use super::call::{Call, Descriptor, LimitOverride, ReportedLimit};
 use crate::config::{DomainRules, FailMode, GlobalCap, LimitPolicy, Node, RuleLimit, Unit};
 use crate::limits::{FixedWindow, Mode, Verdict};
@@ -33,6 +33,8 @@ pub(crate) struct Op<'c> {
     pub stored_count: u64,
     /// A shadow limit that found no room for a new counter: it is not written.
     pub no_room: bool,
+    /// Where the actors' turn keeps this operation's counter.
+    pub place: Place,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +159,7 @@ impl<'c> Plan<'c> {
                     verdict: None,
                     stored_count: 0,
                     no_room: false,
+                    place: Place::default(),
                 });
             } else if let Some(m) = matched {
                 for (index, limit) in m.limits.iter().enumerate() {
@@ -194,6 +197,7 @@ impl<'c> Plan<'c> {
                         verdict: None,
                         stored_count: 0,
                         no_room: false,
+                        place: Place::default(),
                     });
                 }
             }
@@ -225,6 +229,7 @@ impl<'c> Plan<'c> {
                     verdict: None,
                     stored_count: 0,
                     no_room: false,
+                    place: Place::default(),
                 });
             }
         }

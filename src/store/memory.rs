@@ -49,8 +49,11 @@ impl<'k> HashedKey<'k> {
     /// which a table leaves alone: it indexes by the low bits (fewer than 24 up to 16 million
     /// buckets) and tags entries with the top 7, so keys that share a shard still spread over
     /// its buckets and tags; 32 bits spread evenly over any number of shards up to the bound.
+    /// They are scaled to the count by a multiply and a shift rather than a division (which
+    /// costs tens of cycles, on every key of every call).
     pub fn shard(&self, shards: usize) -> usize {
-        ((self.hash >> 24) as u32 as u64 % shards as u64) as usize
+        let bits = u64::from((self.hash >> 24) as u32);
+        ((bits * shards as u64) >> 32) as usize
     }
 }
 
@@ -111,6 +114,17 @@ pub struct MemoryCounters {
     hasher: KeyHasher,
     capacity: usize,
     last_full_sweep: u64,
+    /// Changes whenever entries may have moved or gone (a key added, a sweep), so that a
+    /// [`Found`] from before is not trusted.
+    shape: u64,
+}
+
+/// Where [`MemoryCounters::find`] found a key: the write that follows in the same turn goes
+/// straight to it instead of searching again, unless the table has changed shape in between.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    bucket: usize,
+    shape: u64,
 }
 
 /// A key with its hash. Every table a key is used with must share the [`KeyHasher`] that
@@ -143,6 +157,7 @@ impl MemoryCounters {
             hasher,
             capacity,
             last_full_sweep: 0,
+            shape: 0,
         }
     }
 
@@ -157,10 +172,29 @@ impl MemoryCounters {
     }
 
     pub fn get(&self, key: HashedKey<'_>) -> Option<&Counter> {
+        self.find(key).map(|(_, counter)| counter)
+    }
+
+    /// The counter of `key`, and where it is for a write later in the same turn.
+    pub fn find(&self, key: HashedKey<'_>) -> Option<(Found, &Counter)> {
         self.debug_check(key);
-        self.table
-            .find(key.hash, |slot| key.stored_in(slot))
-            .map(|slot| &slot.counter)
+        let bucket = self
+            .table
+            .find_bucket_index(key.hash, |slot| key.stored_in(slot))?;
+        let slot = self.table.get_bucket(bucket)?;
+        let found = Found {
+            bucket,
+            shape: self.shape,
+        };
+        Some((found, &slot.counter))
+    }
+
+    /// The slot `found` points to, if it is still where it was found and still `key`'s.
+    fn slot_at(&mut self, key: HashedKey<'_>, found: Option<Found>) -> Option<&mut Slot> {
+        let found = found.filter(|f| f.shape == self.shape)?;
+        let slot = self.table.get_bucket_mut(found.bucket)?;
+        debug_assert!(key.stored_in(slot), "a Found of another key");
+        Some(slot)
     }
 
     pub fn len(&self) -> usize {
@@ -191,9 +225,14 @@ impl MemoryCounters {
         }
     }
 
-    /// Stores `counter` under `key`; for a new key, check [`Self::make_room`] first.
-    pub fn put(&mut self, key: HashedKey<'_>, counter: Counter) {
+    /// Stores `counter` under `key`, where [`Self::find`] found it if it did; for a new key,
+    /// check [`Self::make_room`] first.
+    pub fn put(&mut self, key: HashedKey<'_>, found: Option<Found>, counter: Counter) {
         self.debug_check(key);
+        if let Some(slot) = self.slot_at(key, found) {
+            slot.counter = counter;
+            return;
+        }
         let hasher = &self.hasher;
         match self.table.entry(
             key.hash,
@@ -206,14 +245,17 @@ impl MemoryCounters {
                     counter,
                     key: StoredKey::new(key.key),
                 });
+                self.shape += 1;
             }
         }
     }
 
     /// Updates `key` only if it is stored (a refund never creates a counter).
-    pub fn update(&mut self, key: HashedKey<'_>, counter: Counter) {
+    pub fn update(&mut self, key: HashedKey<'_>, found: Option<Found>, counter: Counter) {
         self.debug_check(key);
-        if let Some(slot) = self.table.find_mut(key.hash, |slot| key.stored_in(slot)) {
+        if let Some(slot) = self.slot_at(key, found) {
+            slot.counter = counter;
+        } else if let Some(slot) = self.table.find_mut(key.hash, |slot| key.stored_in(slot)) {
             slot.counter = counter;
         }
     }
@@ -221,6 +263,7 @@ impl MemoryCounters {
     /// Drops every counter whose window has ended; returns how many.
     pub fn sweep(&mut self, now_secs: u64) -> usize {
         let before = self.table.len();
+        self.shape += 1;
         self.table.retain(|slot| slot.counter.is_live(now_secs));
         before - self.table.len()
     }
@@ -244,7 +287,7 @@ mod tests {
         assert!(table.make_room(3, 0).is_ok());
         assert_eq!(table.make_room(4, 0), Err(KeyTableFull { capacity: 3 }));
         for key in [b"a", b"b"] {
-            table.put(keys.hash(key), counter(60));
+            table.put(keys.hash(key), None, counter(60));
         }
         assert!(table.make_room(1, 10).is_ok());
         assert_eq!(table.make_room(2, 10), Err(KeyTableFull { capacity: 3 }));
@@ -257,11 +300,12 @@ mod tests {
     fn refund_updates_never_create_keys() {
         let keys = KeyHasher::default();
         let mut table = MemoryCounters::new(4, keys.clone());
-        table.update(keys.hash(b"a"), counter(60));
+        table.update(keys.hash(b"a"), None, counter(60));
         assert!(table.get(keys.hash(b"a")).is_none());
-        table.put(keys.hash(b"a"), counter(60));
+        table.put(keys.hash(b"a"), None, counter(60));
         table.update(
             keys.hash(b"a"),
+            None,
             Counter {
                 window_end: 60,
                 count: 0,
@@ -285,7 +329,7 @@ mod tests {
         ];
         let names: Vec<Vec<u8>> = lengths.iter().map(|&n| vec![b'k'; n]).collect();
         for (i, name) in names.iter().enumerate() {
-            table.put(keys.hash(name), counter(60 + i as u64));
+            table.put(keys.hash(name), None, counter(60 + i as u64));
         }
         assert!(matches!(
             table
@@ -316,6 +360,36 @@ mod tests {
     }
 
     #[test]
+    fn a_write_goes_where_the_key_was_found_unless_the_table_changed_shape() {
+        let keys = KeyHasher::default();
+        let mut table = MemoryCounters::new(10_000, keys.clone());
+        let a = keys.hash(b"a");
+        table.put(a, None, counter(60));
+        let (found, _) = table.find(a).expect("stored");
+        table.put(a, Some(found), counter(61));
+        assert_eq!(table.get(a).map(|c| c.window_end), Some(61));
+        // Enough new keys to grow the table: every entry moves, the old place is not trusted.
+        let names: Vec<String> = (0..1_000).map(|i| format!("key-{i}")).collect();
+        for name in &names {
+            table.put(keys.hash(name.as_bytes()), None, counter(70));
+        }
+        table.put(a, Some(found), counter(62));
+        table.update(a, Some(found), counter(63));
+        assert_eq!(table.get(a).map(|c| c.window_end), Some(63));
+        assert!(
+            names
+                .iter()
+                .all(|n| table.get(keys.hash(n.as_bytes())).map(|c| c.window_end) == Some(70))
+        );
+        // A sweep may drop the key found: writing it afterwards stores it anew.
+        let (found, _) = table.find(a).expect("stored");
+        assert_eq!(table.sweep(63), 1);
+        table.put(a, Some(found), counter(90));
+        assert_eq!(table.get(a).map(|c| c.window_end), Some(90));
+        assert_eq!(table.len(), names.len() + 1);
+    }
+
+    #[test]
     fn a_counter_and_its_inline_key_take_one_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert_eq!(std::mem::align_of::<Slot>(), 64);
@@ -325,8 +399,8 @@ mod tests {
     fn sweep_drops_only_ended_windows() {
         let keys = KeyHasher::default();
         let mut table = MemoryCounters::new(4, keys.clone());
-        table.put(keys.hash(b"old"), counter(60));
-        table.put(keys.hash(b"new"), counter(120));
+        table.put(keys.hash(b"old"), None, counter(60));
+        table.put(keys.hash(b"new"), None, counter(120));
         assert_eq!(table.sweep(60), 1);
         assert!(table.get(keys.hash(b"new")).is_some());
         assert_eq!(table.len(), 1);
@@ -388,6 +462,6 @@ mod tests {
     #[should_panic(expected = "another KeyHasher")]
     fn a_key_hashed_by_another_hasher_is_caught_in_tests() {
         let mut table = MemoryCounters::new(4, KeyHasher::default());
-        table.put(KeyHasher::default().hash(b"a"), counter(60));
+        table.put(KeyHasher::default().hash(b"a"), None, counter(60));
     }
 }

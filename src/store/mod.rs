@@ -6,4 +6,4 @@
 
 pub mod memory;
 
-pub use memory::{HashedKey, KeyHasher, KeyTableFull, MAX_SHARDS, MemoryCounters};
+pub use memory::{Found, HashedKey, KeyHasher, KeyTableFull, MAX_SHARDS, MemoryCounters};
