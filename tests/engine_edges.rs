@@ -115,10 +115,10 @@ fn the_same_key_twice_in_a_call_counts_twice_and_reports_the_final_count() {
 #[test]
 fn values_of_every_length_count_apart() {
     let (engine, _) = engine(EngineOptions::default());
-    // Short keys sit in the counter's table slot, long ones on the heap, and string lengths
-    // past 127 take two bytes in a key: no value may share a counter with another, whatever
-    // its length, nor with one whose bytes it starts with.
-    let values: Vec<String> = [0, 1, 20, 21, 22, 40, 127, 128, 300, 1000]
+    // Short keys sit in the counter's table slot, long ones on the heap (here from a value of
+    // 37 bytes: the key is the value and 10 bytes), and string lengths past 127 take two
+    // bytes in a key: no value may share a counter with another, whatever its length.
+    let values: Vec<String> = [0, 1, 35, 36, 37, 38, 127, 128, 300, 1000]
         .iter()
         .map(|&n| "v".repeat(n))
         .collect();

@@ -191,7 +191,7 @@ impl Turn<'_, '_, '_> {
         std::iter::successors(self.ops[i].place.earlier, |&k| self.ops[k].place.earlier)
     }
 
-    fn stored(&self, i: usize) -> Option<(Found, Counter)> {
+    fn lookup(&self, i: usize) -> Option<(Found, Counter)> {
         let op = &self.ops[i];
         let (found, counter) = self.guards[op.place.guard]
             .table
@@ -205,7 +205,7 @@ impl Turn<'_, '_, '_> {
         // Every counter is looked up before any is decided: a cold counter is a cache miss,
         // and lookups with nothing in between let the processor wait for several at once.
         for i in 0..self.ops.len() {
-            let (found, counter) = self.stored(i).unzip();
+            let (found, counter) = self.lookup(i).unzip();
             let place = &mut self.ops[i].place;
             place.found = found;
             place.stored = counter;
@@ -276,9 +276,9 @@ impl Turn<'_, '_, '_> {
                 .find(|&k| self.ops[k].mode == Mode::Refund);
             let seen = match earlier.and_then(|k| self.ops[k].verdict) {
                 Some(v) => v.after(),
-                None => op
-                    .window
-                    .current(self.stored(i).map(|(_, c)| c).as_ref(), now),
+                // As looked up before deciding: since then a sweep can only have dropped a
+                // counter whose window had ended, which counts as zero either way.
+                None => op.window.current(op.place.stored.as_ref(), now),
             };
             let verdict = op.window.decide(seen, op.hits, Mode::Refund);
             self.ops[i].verdict = Some(verdict);

@@ -2,9 +2,11 @@
 //!
 //! The plan is the whole of what the actors must decide as one step: every limit of every
 //! descriptor that was not replaced, plus the domain's global caps. Counter keys are built
-//! into one buffer, each string and number prefixed by its length or written as a varint, so
-//! that no two distinct keys collide; they are kept short, since a table stores a short key in
-//! the counter's own cache line.
+//! into one buffer. No two distinct counters share a key: a key starts with its kind (`d` for a
+//! descriptor's, `g` for a global cap's), then every string prefixed by its length and every
+//! count and number written as a varint (LEB128, which no longer varint begins), so a key reads
+//! back one way only. They are kept short, since a table stores a short key in the counter's
+//! own cache line.
 
 use std::ops::Range;
 
@@ -254,7 +256,9 @@ impl<'c> Plan<'c> {
         let start = self.keys.len();
         self.keys.push(b'd');
         self.put_str(&domain.name);
-        for (i, (key, value)) in descriptor.entries().enumerate() {
+        let entries = descriptor.entries();
+        self.put_varint(entries.len() as u64);
+        for (i, (key, value)) in entries.enumerate() {
             let value = shared_values
                 .iter()
                 .find(|(at, _)| *at == i)
@@ -302,6 +306,7 @@ impl<'c> Plan<'c> {
     }
 }
 
+#[derive(Clone, Copy, Debug)]
 enum KeySlot {
     Rule { index: usize, unit: Unit },
     Override(LimitOverride),
@@ -328,5 +333,94 @@ fn global_mode<D: Descriptor>(call: &Call<'_, D>) -> Option<Mode> {
         Some(Mode::Probe)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::config::load::{LoadOptions, load_sources};
+    use crate::config::{RuleTree, Unit};
+    use crate::engine::CallDescriptor;
+
+    fn descriptor<'a>(entries: &[(&'a str, &'a str)]) -> CallDescriptor<'a> {
+        CallDescriptor {
+            entries: entries.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn distinct_counters_never_share_a_key() {
+        let yaml = "domain: d
+global:
+  - {name: k, unit: minute, requests_per_unit: 1}
+  - {name: kv, unit: minute, requests_per_unit: 1}
+descriptors:
+  - key: k
+    rate_limit: {unit: minute, requests_per_unit: 1}
+";
+        let config = load_sources(&[("d.yaml".into(), yaml.into())], &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tree = RuleTree::build(&config);
+        let domain = tree.domain("d").expect("domain d");
+        let long_key = "t".repeat(114); // its length is the byte of the `r` tag
+        let other_long_key = "t".repeat(111); // and of the `o` tag
+        let tail = "x".repeat(20);
+        let values: Vec<String> = (30..45).map(|n| "v".repeat(n)).collect();
+        let mut cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![("kv", "")],
+            vec![("k", "v")],
+            vec![("k", ""), ("v", "")],
+            vec![("k", "v"), ("k", "v")],
+            vec![("k", "v"), ("k", "v"), ("k", "v")],
+            vec![("k", "vk"), ("v", "")],
+            vec![(long_key.as_str(), tail.as_str())],
+            vec![(other_long_key.as_str(), tail.as_str())],
+            vec![("r", ""), ("", "")],
+        ];
+        cases.extend(values.iter().map(|v| vec![("k", v.as_str())]));
+        let slots = [
+            KeySlot::Rule {
+                index: 0,
+                unit: Unit::Minute,
+            },
+            KeySlot::Rule {
+                index: 1,
+                unit: Unit::Minute,
+            },
+            KeySlot::Rule {
+                index: 0,
+                unit: Unit::Hour,
+            },
+            KeySlot::Override(LimitOverride {
+                requests_per_unit: 0,
+                unit: Unit::Minute,
+            }),
+            KeySlot::Override(LimitOverride {
+                requests_per_unit: 60,
+                unit: Unit::Second,
+            }),
+        ];
+        let mut plan = Plan::default();
+        let mut keys = HashSet::new();
+        for entries in &cases {
+            for slot in &slots {
+                let range = plan.key(domain, &descriptor(entries), &[], *slot);
+                let key = plan.keys[range].to_vec();
+                assert!(keys.insert(key), "{entries:?} under {slot:?} shares a key");
+            }
+        }
+        for cap in &domain.global {
+            let range = plan.global_key(domain, cap);
+            assert!(
+                keys.insert(plan.keys[range].to_vec()),
+                "global cap {}",
+                cap.name
+            );
+        }
+        assert_eq!(keys.len(), cases.len() * slots.len() + 2);
     }
 }

@@ -59,6 +59,8 @@ impl<'k> HashedKey<'k> {
 
 /// Keys up to this long are stored in the table's slot itself; longer ones on the heap.
 const INLINE_KEY_BYTES: usize = 46;
+// An inline key's length is kept in a byte.
+const _: () = assert!(INLINE_KEY_BYTES <= u8::MAX as usize);
 
 /// A counter key as its table holds it. Inline, a lookup that finds the key compares it on the
 /// cache line it already read for the slot, instead of missing the cache once more behind a
@@ -171,7 +173,8 @@ impl MemoryCounters {
         );
     }
 
-    pub fn get(&self, key: HashedKey<'_>) -> Option<&Counter> {
+    #[cfg(test)]
+    fn get(&self, key: HashedKey<'_>) -> Option<&Counter> {
         self.find(key).map(|(_, counter)| counter)
     }
 
@@ -189,12 +192,14 @@ impl MemoryCounters {
         Some((found, &slot.counter))
     }
 
-    /// The slot `found` points to, if it is still where it was found and still `key`'s.
+    /// The slot `found` points to, if it is still where it was found and still `key`'s. The
+    /// key is compared again (on the line just read): a `Found` from another table, or of
+    /// another key, is never written through.
     fn slot_at(&mut self, key: HashedKey<'_>, found: Option<Found>) -> Option<&mut Slot> {
         let found = found.filter(|f| f.shape == self.shape)?;
-        let slot = self.table.get_bucket_mut(found.bucket)?;
-        debug_assert!(key.stored_in(slot), "a Found of another key");
-        Some(slot)
+        self.table
+            .get_bucket_mut(found.bucket)
+            .filter(|slot| key.stored_in(slot))
     }
 
     pub fn len(&self) -> usize {
@@ -263,6 +268,7 @@ impl MemoryCounters {
     /// Drops every counter whose window has ended; returns how many.
     pub fn sweep(&mut self, now_secs: u64) -> usize {
         let before = self.table.len();
+        // Erasing moves no other entry, but a bucket swept may be filled by another key later.
         self.shape += 1;
         self.table.retain(|slot| slot.counter.is_live(now_secs));
         before - self.table.len()
@@ -363,30 +369,57 @@ mod tests {
     fn a_write_goes_where_the_key_was_found_unless_the_table_changed_shape() {
         let keys = KeyHasher::default();
         let mut table = MemoryCounters::new(10_000, keys.clone());
-        let a = keys.hash(b"a");
+        let (a, b) = (keys.hash(b"a"), keys.hash(b"b"));
         table.put(a, None, counter(60));
+        table.put(b, None, counter(60));
         let (found, _) = table.find(a).expect("stored");
+        assert!(table.slot_at(a, Some(found)).is_some());
         table.put(a, Some(found), counter(61));
         assert_eq!(table.get(a).map(|c| c.window_end), Some(61));
-        // Enough new keys to grow the table: every entry moves, the old place is not trusted.
+        // Never written through for another key.
+        assert!(table.slot_at(b, Some(found)).is_none());
+        table.put(b, Some(found), counter(62));
+        assert_eq!(table.get(a).map(|c| c.window_end), Some(61));
+        assert_eq!(table.get(b).map(|c| c.window_end), Some(62));
+        // A new key may grow the table and move every entry: the place is not trusted after.
+        table.put(keys.hash(b"c"), None, counter(60));
+        assert!(table.slot_at(a, Some(found)).is_none());
+        // Nor after a sweep, which may free the bucket for another key.
+        let (found, _) = table.find(a).expect("stored");
+        table.sweep(0);
+        assert!(table.slot_at(a, Some(found)).is_none());
+        // Writes with a stale place still reach the right key, after the table has grown.
         let names: Vec<String> = (0..1_000).map(|i| format!("key-{i}")).collect();
         for name in &names {
             table.put(keys.hash(name.as_bytes()), None, counter(70));
         }
-        table.put(a, Some(found), counter(62));
-        table.update(a, Some(found), counter(63));
+        table.put(a, Some(found), counter(63));
+        table.update(b, Some(found), counter(64));
         assert_eq!(table.get(a).map(|c| c.window_end), Some(63));
-        assert!(
-            names
-                .iter()
-                .all(|n| table.get(keys.hash(n.as_bytes())).map(|c| c.window_end) == Some(70))
-        );
-        // A sweep may drop the key found: writing it afterwards stores it anew.
-        let (found, _) = table.find(a).expect("stored");
-        assert_eq!(table.sweep(63), 1);
-        table.put(a, Some(found), counter(90));
-        assert_eq!(table.get(a).map(|c| c.window_end), Some(90));
-        assert_eq!(table.len(), names.len() + 1);
+        assert_eq!(table.get(b).map(|c| c.window_end), Some(64));
+        for name in &names {
+            let stored = table.get(keys.hash(name.as_bytes())).map(|c| c.window_end);
+            assert_eq!(stored, Some(70), "{name}");
+        }
+    }
+
+    #[test]
+    fn stored_keys_are_the_bytes_given_and_prefixes_are_other_keys() {
+        let keys = KeyHasher::default();
+        let long: Vec<u8> = (0..300).map(|i| i as u8).collect();
+        for n in 0..=long.len() {
+            let stored = StoredKey::new(&long[..n]);
+            assert_eq!(stored.as_bytes(), &long[..n]);
+            let slot = Slot {
+                counter: counter(60),
+                key: stored,
+            };
+            assert!(keys.hash(&long[..n]).stored_in(&slot));
+            if n > 0 {
+                assert!(!keys.hash(&long[..n - 1]).stored_in(&slot));
+                assert!(!keys.hash(&long[1..n]).stored_in(&slot));
+            }
+        }
     }
 
     #[test]
