@@ -95,11 +95,9 @@ impl Actors {
             let op = &plan.ops[i];
             // Every actor of the plan was entered above: the search always finds it.
             let (Ok(guard) | Err(guard)) = guards.binary_search_by_key(&op.actor, |g| g.actor);
-            let key = op_key(&plan.keys, op);
-            let earlier = (0..i).rev().find(|&k| {
-                let other = &plan.ops[k];
-                other.actor == op.actor && op_key(&plan.keys, other) == key
-            });
+            let earlier = (0..i)
+                .rev()
+                .find(|&k| same_counter(&plan.keys, op, &plan.ops[k]));
             repeats |= earlier.is_some();
             plan.ops[i].place = Place {
                 guard,
@@ -176,6 +174,11 @@ pub(crate) struct Place {
 /// The key of `op`, with the hash the plan gave it.
 fn op_key<'k>(keys: &'k [u8], op: &Op<'_>) -> HashedKey<'k> {
     HashedKey::with_hash(&keys[op.key.clone()], op.hash)
+}
+
+/// Whether two operations of a call touch the same counter (one actor, one key).
+fn same_counter(keys: &[u8], a: &Op<'_>, b: &Op<'_>) -> bool {
+    a.actor == b.actor && op_key(keys, a) == op_key(keys, b)
 }
 
 /// One call's turn: its operations, their keys, and the actors it holds.
@@ -306,10 +309,9 @@ impl Turn<'_, '_, '_> {
     /// where a call names a key more than once).
     fn report_final_counts(&mut self) {
         for i in 0..self.ops.len() {
-            let (actor, key) = (self.ops[i].actor, op_key(self.keys, &self.ops[i]));
             let last = (i + 1..self.ops.len())
                 .rev()
-                .find(|&k| self.ops[k].actor == actor && op_key(self.keys, &self.ops[k]) == key);
+                .find(|&k| same_counter(self.keys, &self.ops[i], &self.ops[k]));
             let Some(last) = last else { continue };
             let final_count = self.ops[last].verdict.map(|v| v.count_after);
             if let (Some(count), Some(v)) = (final_count, self.ops[i].verdict.as_mut()) {

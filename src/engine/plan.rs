@@ -4,8 +4,8 @@
 //! descriptor that was not replaced, plus the domain's global caps. Counter keys are built
 //! into one buffer. No two distinct counters share a key: a key starts with its kind (`d` for a
 //! descriptor's, `g` for a global cap's), then every string prefixed by its length and every
-//! count and number written as a varint (LEB128, which no longer varint begins), so a key reads
-//! back one way only. They are kept short, since a table stores a short key in the counter's
+//! count and number written as a varint (LEB128: no varint is the start of a longer one), so a
+//! key reads back one way only. They are kept short, since a table stores a short key in the counter's
 //! own cache line.
 
 use std::ops::Range;
