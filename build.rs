@@ -1,5 +1,10 @@
 //! Compiles the trimmed Envoy protos with a pure-Rust parser (protox), so a fresh machine needs
 //! no `protoc`. The encoded descriptor set is kept for gRPC reflection and the JSON mapping.
+//!
+//! Tollgate's own `RateLimitService` server is generated a second time, by hand-listed method,
+//! so that it can answer with the engine's decision written straight to the wire
+//! (`crate::rls::codec`) instead of through the generated response message; the prost-built
+//! server and client stay for the benchmark ceiling, the tests and the load generator.
 
 use std::{env, path::PathBuf};
 
@@ -20,5 +25,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;
+
+    let should_rate_limit = tonic_build::manual::Method::builder()
+        .name("should_rate_limit")
+        .route_name("ShouldRateLimit")
+        .input_type("crate::proto::RateLimitRequest")
+        .output_type("crate::engine::Decision")
+        .codec_path("crate::rls::codec::RlsCodec")
+        .build();
+    let service = tonic_build::manual::Service::builder()
+        .name("RateLimitService")
+        .package("envoy.service.ratelimit.v3")
+        .method(should_rate_limit)
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .compile(&[service]);
     Ok(())
 }

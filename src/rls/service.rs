@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, EngineError};
-use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
-use crate::wire::{RequestBounds, to_call, to_response};
+use super::generated::rate_limit_service_server::RateLimitService;
+use crate::engine::{Decision, Engine, EngineError};
+use crate::proto::RateLimitRequest;
+use crate::wire::{RequestBounds, to_call};
 
 pub struct RlsService {
     engine: Arc<Engine>,
@@ -21,15 +22,16 @@ impl RlsService {
 
 #[tonic::async_trait]
 impl RateLimitService for RlsService {
+    /// Answers with the decision itself: [`super::codec::RlsCodec`] writes it to the wire.
     async fn should_rate_limit(
         &self,
         request: Request<RateLimitRequest>,
-    ) -> Result<Response<RateLimitResponse>, Status> {
+    ) -> Result<Response<Decision>, Status> {
         let request = request.into_inner();
         let call =
             to_call(&request, &self.bounds).map_err(|e| Status::invalid_argument(e.to_string()))?;
         match self.engine.should_rate_limit(&call) {
-            Ok(decision) => Ok(Response::new(to_response(decision))),
+            Ok(decision) => Ok(Response::new(decision)),
             // UNAVAILABLE, not OK and not UNKNOWN: Envoy's `failure_mode_deny` then decides,
             // and release builds of Envoy would read an UNKNOWN overall code as OK.
             Err(e @ EngineError::KeyTableFull(_)) => Err(Status::unavailable(e.to_string())),

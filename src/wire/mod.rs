@@ -1,8 +1,11 @@
 //! The wire forms (prost types of Envoy's API) to and from the engine's [`crate::engine::Call`]
-//! and [`crate::engine::Decision`], shared by the gRPC service and the admin's `/json`.
+//! and [`crate::engine::Decision`], shared by the gRPC service and the admin's `/json`; and a
+//! decision written straight to the bytes of the wire's answer, for the gRPC service.
 
+pub mod encode;
 pub mod request;
 pub mod response;
 
+pub use encode::encode_response;
 pub use request::{InvalidRequest, RequestBounds, to_call};
 pub use response::to_response;

@@ -15,16 +15,21 @@ pub fn to_response(decision: Decision) -> RateLimitResponse {
     RateLimitResponse {
         overall_code: wire_code(decision.code) as i32,
         statuses: decision.statuses.into_iter().map(to_status).collect(),
-        dynamic_metadata: decision.denied_by_global.map(|name| Struct {
-            fields: [(
-                GLOBAL_CAP_METADATA_KEY.to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue(name)),
-                },
-            )]
-            .into(),
-        }),
+        dynamic_metadata: decision.denied_by_global.map(global_cap_metadata),
         ..Default::default()
+    }
+}
+
+/// The `dynamic_metadata` of a call denied by the global cap `name`.
+pub(super) fn global_cap_metadata(name: String) -> Struct {
+    Struct {
+        fields: [(
+            GLOBAL_CAP_METADATA_KEY.to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(name)),
+            },
+        )]
+        .into(),
     }
 }
 
@@ -56,7 +61,7 @@ pub fn wire_code(code: Code) -> rate_limit_response::Code {
     }
 }
 
-fn wire_unit(unit: Unit) -> rate_limit_response::rate_limit::Unit {
+pub(super) fn wire_unit(unit: Unit) -> rate_limit_response::rate_limit::Unit {
     use rate_limit_response::rate_limit::Unit as W;
     match unit {
         Unit::Second => W::Second,
