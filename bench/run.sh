@@ -205,7 +205,8 @@ for workload in $OPEN_WORKLOADS; do
   done
 done
 
-# The cross-check by an independent client: h2load sends one fixed, pre-encoded request. Pairs
+# The cross-check by an independent client: h2load sends one fixed, pre-encoded request, with
+# a deadline as tollgate-load's calls (its default --timeout) and Envoy's have. Pairs
 # of runs as in closed loop (ABBA), H2LOAD_RUNS pairs; the table shows medians.
 H2LOAD_LINES=()
 if [[ $H2LOAD_REQUESTS -gt 0 ]]; then
@@ -221,7 +222,8 @@ if [[ $H2LOAD_REQUESTS -gt 0 ]]; then
         if [[ $server == tollgate ]]; then pid=$TG_PID port=$TG_PORT; else pid=$CEIL_PID port=$CEIL_PORT; fi
         before=$(cpu_ticks "$pid")
         "${PIN_LOAD[@]}" h2load -n "$H2LOAD_REQUESTS" -c "$CONNECTIONS" -m "$streams" \
-          -H 'content-type: application/grpc' -H 'te: trailers' -d "$WORK/request.bin" \
+          -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 5S' \
+          -d "$WORK/request.bin" \
           "http://127.0.0.1:$port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" \
           >"$WORK/h2load.txt" 2>&1 || true
         after=$(cpu_ticks "$pid")

@@ -85,7 +85,9 @@ struct Args {
     /// Every status must carry a current_limit (a rule matched). Not for the ceiling server.
     #[arg(long)]
     require_limit: bool,
-    /// Seconds before a call is abandoned and counted as an error.
+    /// Seconds before a call is abandoned and counted as an error. Sent with each call as its
+    /// deadline (`grpc-timeout`), as Envoy sends its own timeout, so that the server does the
+    /// deadline work it does for Envoy.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
     /// Runtime threads. Default: the CPUs this process may run on (one when pinned with
@@ -323,6 +325,8 @@ struct Shared {
     tally: Mutex<Tally>,
     /// Calls started after this are measured.
     measure_from: Instant,
+    /// Sent with every call as its `grpc-timeout`.
+    deadline: Duration,
 }
 
 impl Shared {
@@ -331,6 +335,16 @@ impl Shared {
         // plain numbers, so keep going rather than lose the run.
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// `request` with `deadline` as its `grpc-timeout`.
+fn with_deadline(
+    request: RateLimitRequest,
+    deadline: Duration,
+) -> tonic::Request<RateLimitRequest> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(deadline);
+    request
 }
 
 async fn connect(addr: &str, plan: &Plan) -> anyhow::Result<Vec<Channel>> {
@@ -358,6 +372,7 @@ async fn run(addr: String, plan: Plan, workload: Workload) -> anyhow::Result<Rep
         checks: plan.checks,
         tally: Mutex::new(Tally::new()),
         measure_from: start + plan.warmup,
+        deadline: plan.timeout,
     });
     match plan.rate {
         None => closed_loop(&plan, &channels, &shared).await?,
@@ -417,7 +432,7 @@ async fn closed_loop(
                 let request = shared.workload.request(&mut rng);
                 let descriptors = request.descriptors.len();
                 let result = client
-                    .should_rate_limit(request)
+                    .should_rate_limit(with_deadline(request, shared.deadline))
                     .await
                     .map(tonic::Response::into_inner);
                 let answered = Instant::now();
@@ -476,7 +491,7 @@ async fn open_loop(
             let sent = Instant::now();
             let descriptors = request.descriptors.len();
             let result = client
-                .should_rate_limit(request)
+                .should_rate_limit(with_deadline(request, shared.deadline))
                 .await
                 .map(tonic::Response::into_inner);
             let answered = Instant::now();
@@ -533,6 +548,29 @@ mod tests {
         let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
         assert_eq!(len, frame.len() - 5);
         assert_eq!(RateLimitRequest::decode(&frame[5..]).unwrap(), request);
+    }
+
+    #[test]
+    fn every_call_carries_its_deadline() {
+        let request = with_deadline(RateLimitRequest::default(), Duration::from_millis(2_500));
+        let header = request
+            .metadata()
+            .get("grpc-timeout")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let (amount, unit) = header.split_at(header.len() - 1);
+        let nanos_per_unit: u64 = match unit {
+            "H" => 3_600_000_000_000,
+            "M" => 60_000_000_000,
+            "S" => 1_000_000_000,
+            "m" => 1_000_000,
+            "u" => 1_000,
+            "n" => 1,
+            _ => panic!("grpc-timeout {header:?}: no unit"),
+        };
+        let nanos = amount.parse::<u64>().unwrap() * nanos_per_unit;
+        assert_eq!(Duration::from_nanos(nanos), Duration::from_millis(2_500));
     }
 
     #[test]
