@@ -9,7 +9,7 @@
 //! defaults left out), which the tests check over every kind of status.
 
 use bytes::BufMut;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use super::response::{global_cap_metadata, wire_code, wire_unit};
 use crate::engine::{Decision, DescriptorStatus, ReportedLimit};
@@ -30,9 +30,11 @@ const DURATION_NANOS: u32 = 2;
 
 /// Writes `decision` to `buf` as a `RateLimitResponse`.
 pub fn encode_response(decision: &Decision, buf: &mut impl BufMut) {
-    varint_field(RESPONSE_OVERALL_CODE, wire_code(decision.code) as u64, buf);
+    let mut out = Fields::default();
+    out.varint(RESPONSE_OVERALL_CODE, wire_code(decision.code) as u64);
+    out.flush(buf);
     for status in &decision.statuses {
-        encode_status(status, buf);
+        encode_status(status, &mut out, buf);
     }
     if let Some(name) = &decision.denied_by_global {
         // Rare (a denial by a global cap), so built as a message and left to prost.
@@ -44,44 +46,49 @@ pub fn encode_response(decision: &Decision, buf: &mut impl BufMut) {
     }
 }
 
-fn encode_status(status: &DescriptorStatus, buf: &mut impl BufMut) {
-    let limit_len = status.current_limit.as_ref().map(limit_len);
+fn encode_status(status: &DescriptorStatus, out: &mut Fields, buf: &mut impl BufMut) {
+    let code = wire_code(status.code) as u64;
+    let limit = status.current_limit.as_ref();
+    let name = limit
+        .and_then(|limit| limit.name.as_deref())
+        .unwrap_or_default();
+    let limit_len = limit.map(|limit| limit_len(limit, name));
     let reset = status.duration_until_reset.map(|d| {
         let seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX) as u64;
         let nanos = u64::from(d.subsec_nanos());
-        (
-            seconds,
-            nanos,
-            varint_field_len(DURATION_SECONDS, seconds) + varint_field_len(DURATION_NANOS, nanos),
-        )
+        let len =
+            varint_field_len(DURATION_SECONDS, seconds) + varint_field_len(DURATION_NANOS, nanos);
+        (seconds, nanos, len)
     });
-    let len = varint_field_len(STATUS_CODE, wire_code(status.code) as u64)
+    let len = varint_field_len(STATUS_CODE, code)
         + limit_len.map_or(0, |len| message_field_len(STATUS_CURRENT_LIMIT, len))
         + varint_field_len(STATUS_LIMIT_REMAINING, status.limit_remaining.into())
         + reset.map_or(0, |(_, _, len)| {
             message_field_len(STATUS_DURATION_UNTIL_RESET, len)
         });
-    message_header(RESPONSE_STATUSES, len, buf);
-    varint_field(STATUS_CODE, wire_code(status.code) as u64, buf);
-    if let (Some(limit), Some(len)) = (&status.current_limit, limit_len) {
-        message_header(STATUS_CURRENT_LIMIT, len, buf);
-        varint_field(LIMIT_REQUESTS_PER_UNIT, limit.requests_per_unit.into(), buf);
-        varint_field(LIMIT_UNIT, wire_unit(limit.unit) as u64, buf);
-        if let Some(name) = limit.name.as_deref().filter(|name| !name.is_empty()) {
-            message_header(LIMIT_NAME, name.len(), buf);
+
+    out.header(RESPONSE_STATUSES, len);
+    out.varint(STATUS_CODE, code);
+    if let (Some(limit), Some(len)) = (limit, limit_len) {
+        out.header(STATUS_CURRENT_LIMIT, len);
+        out.varint(LIMIT_REQUESTS_PER_UNIT, limit.requests_per_unit.into());
+        out.varint(LIMIT_UNIT, wire_unit(limit.unit) as u64);
+        if !name.is_empty() {
+            out.header(LIMIT_NAME, name.len());
+            out.flush(buf);
             buf.put_slice(name.as_bytes());
         }
     }
-    varint_field(STATUS_LIMIT_REMAINING, status.limit_remaining.into(), buf);
+    out.varint(STATUS_LIMIT_REMAINING, status.limit_remaining.into());
     if let Some((seconds, nanos, len)) = reset {
-        message_header(STATUS_DURATION_UNTIL_RESET, len, buf);
-        varint_field(DURATION_SECONDS, seconds, buf);
-        varint_field(DURATION_NANOS, nanos, buf);
+        out.header(STATUS_DURATION_UNTIL_RESET, len);
+        out.varint(DURATION_SECONDS, seconds);
+        out.varint(DURATION_NANOS, nanos);
     }
+    out.flush(buf);
 }
 
-fn limit_len(limit: &ReportedLimit) -> usize {
-    let name = limit.name.as_deref().unwrap_or_default();
+fn limit_len(limit: &ReportedLimit, name: &str) -> usize {
     varint_field_len(LIMIT_REQUESTS_PER_UNIT, limit.requests_per_unit.into())
         + varint_field_len(LIMIT_UNIT, wire_unit(limit.unit) as u64)
         + if name.is_empty() {
@@ -89,14 +96,6 @@ fn limit_len(limit: &ReportedLimit) -> usize {
         } else {
             message_field_len(LIMIT_NAME, name.len())
         }
-}
-
-/// A scalar field, left out when it is 0 (proto3's default).
-fn varint_field(tag: u32, value: u64, buf: &mut impl BufMut) {
-    if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value, buf);
-    }
 }
 
 fn varint_field_len(tag: u32, value: u64) -> usize {
@@ -107,14 +106,75 @@ fn varint_field_len(tag: u32, value: u64) -> usize {
     }
 }
 
-/// The key and length of a length-delimited field (a message or a string) of `len` bytes.
-fn message_header(tag: u32, len: usize, buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
-}
-
 fn message_field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// The widest field a status writes between two flushes: a one-byte key (every tag here is
+/// below 16) and a 10-byte varint.
+const FIELD_MAX: usize = 11;
+/// Fields written between two flushes: a status's key and length, code, the limit's key and
+/// length, its requests, unit, and the name's key and length (then a flush before the name);
+/// or the remaining count, the reset's key and length, seconds and nanos.
+const FIELDS_MAX: usize = 8;
+
+/// Fields gathered on the stack and handed to the frame's buffer a status at a time: that
+/// buffer grows on demand, so that each byte written to it directly checks its capacity.
+struct Fields {
+    bytes: [u8; FIELD_MAX * FIELDS_MAX * 2],
+    len: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            bytes: [0; FIELD_MAX * FIELDS_MAX * 2],
+            len: 0,
+        }
+    }
+}
+
+impl Fields {
+    /// A scalar field, left out when it is 0 (proto3's default).
+    fn varint(&mut self, tag: u32, value: u64) {
+        if value != 0 {
+            self.key(tag, WireType::Varint);
+            self.raw_varint(value);
+        }
+    }
+
+    /// The key and length of a length-delimited field (a message or a string) of `len` bytes.
+    fn header(&mut self, tag: u32, len: usize) {
+        self.key(tag, WireType::LengthDelimited);
+        self.raw_varint(len as u64);
+    }
+
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        self.raw_varint(u64::from(tag << 3 | wire_type as u32));
+    }
+
+    fn raw_varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    fn byte(&mut self, byte: u8) {
+        // Never full: at most FIELDS_MAX fields of FIELD_MAX bytes between two flushes, in
+        // twice that room. Should that ever break, bytes would be lost, so fail loudly in tests.
+        debug_assert!(self.len < self.bytes.len(), "status scratch full");
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+
+    fn flush(&mut self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.bytes[..self.len]);
+        self.len = 0;
+    }
 }
 
 #[cfg(test)]
