@@ -3,8 +3,9 @@
 //!
 //! Tollgate's own `RateLimitService` server is generated a second time, by hand-listed method,
 //! so that it can answer with the engine's decision written straight to the wire
-//! (`crate::rls::codec`) instead of through the generated response message; the prost-built
-//! server and client stay for the benchmark ceiling, the tests and the load generator.
+//! (`crate::rls::codec`) instead of through the generated response message (the benchmark
+//! ceiling serves it too); the prost-built client and server stay for the load generator and
+//! the tests.
 
 use std::{env, path::PathBuf};
 

@@ -1,10 +1,10 @@
 //! `tollgate-ceiling`: a benchmark-only server, never a rate limiter.
 //!
-//! A bare tonic server on the same stack as Tollgate (tonic, prost, the same generated Envoy
-//! types, the service's own runtime policy from `tollgate::runtime`) that answers every
-//! `ShouldRateLimit` with a constant
-//! OK: overall OK and one OK status per request descriptor, nothing else. It decides nothing
-//! and counts nothing. Its throughput and CPU time per call under a given load are the
+//! A bare tonic server on the same stack as Tollgate (tonic, prost, the same generated server
+//! and codec: requests decoded by prost, answers written by `tollgate::wire::encode_response`;
+//! the service's own runtime policy from `tollgate::runtime`) that answers every
+//! `ShouldRateLimit` with a constant OK: overall OK and one OK status per request descriptor,
+//! nothing else. It decides nothing and counts nothing. Its throughput and CPU time per call under a given load are the
 //! practical limit of this stack on this machine; `bench/run.sh` reports Tollgate as a ratio of
 //! it. Like Tollgate's gRPC server it sets TCP_NODELAY and allows 1,024 streams per connection;
 //! it has none of Tollgate's health, reflection, timeouts or connection bounds.
@@ -18,10 +18,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use tollgate::proto::rate_limit_response::{Code, DescriptorStatus};
-use tollgate::proto::{
-    RateLimitRequest, RateLimitResponse, RateLimitService, RateLimitServiceServer,
-};
+use tollgate::engine::{Code, Decision, DescriptorStatus};
+use tollgate::proto::RateLimitRequest;
+use tollgate::rls::{RateLimitService, RateLimitServiceServer};
 
 #[derive(Parser)]
 #[command(about = "Benchmark ceiling: answers every ShouldRateLimit with a constant OK")]
@@ -38,18 +37,20 @@ impl RateLimitService for ConstantOk {
     async fn should_rate_limit(
         &self,
         request: Request<RateLimitRequest>,
-    ) -> Result<Response<RateLimitResponse>, Status> {
+    ) -> Result<Response<Decision>, Status> {
         let descriptors = request.get_ref().descriptors.len();
-        Ok(Response::new(RateLimitResponse {
-            overall_code: Code::Ok as i32,
+        Ok(Response::new(Decision {
+            code: Code::Ok,
             statuses: vec![
                 DescriptorStatus {
-                    code: Code::Ok as i32,
-                    ..Default::default()
+                    code: Code::Ok,
+                    current_limit: None,
+                    limit_remaining: 0,
+                    duration_until_reset: None,
                 };
                 descriptors
             ],
-            ..Default::default()
+            denied_by_global: None,
         }))
     }
 }

@@ -30,7 +30,9 @@ use tonic_health::server::HealthReporter;
 pub use connections::Keepalive;
 pub use service::RlsService;
 
-use generated::rate_limit_service_server::RateLimitServiceServer;
+/// The generated server and the trait its handler implements; the benchmark ceiling
+/// (`tollgate-ceiling`) serves the same.
+pub use generated::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
 
 use crate::engine::Engine;
 use crate::wire::RequestBounds;
