@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let should_rate_limit = tonic_build::manual::Method::builder()
         .name("should_rate_limit")
         .route_name("ShouldRateLimit")
+        .comment("Decides whether a call is over any limit its descriptors match.")
         .input_type("crate::proto::RateLimitRequest")
         .output_type("crate::engine::Decision")
         .codec_path("crate::rls::codec::RlsCodec")

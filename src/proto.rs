@@ -37,6 +37,9 @@ pub mod envoy {
 }
 
 pub use envoy::extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor};
+/// The prost-built client, and a prost-built server answering with a `RateLimitResponse` (for
+/// tests that stand in for another rate-limit service); Tollgate itself serves
+/// `crate::rls::RateLimitServiceServer`, which answers with the engine's decision.
 pub use envoy::service::ratelimit::v3::{
     RateLimitRequest, RateLimitResponse, rate_limit_response,
     rate_limit_service_client::RateLimitServiceClient,

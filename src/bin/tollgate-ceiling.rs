@@ -4,10 +4,12 @@
 //! and codec: requests decoded by prost, answers written by `tollgate::wire::encode_response`;
 //! the service's own runtime policy from `tollgate::runtime`) that answers every
 //! `ShouldRateLimit` with a constant OK: overall OK and one OK status per request descriptor,
-//! nothing else. It decides nothing and counts nothing. Its throughput and CPU time per call under a given load are the
-//! practical limit of this stack on this machine; `bench/run.sh` reports Tollgate as a ratio of
-//! it. Like Tollgate's gRPC server it sets TCP_NODELAY and allows 1,024 streams per connection;
-//! it has none of Tollgate's health, reflection, timeouts or connection bounds.
+//! nothing else. It decides nothing and counts nothing. Its throughput and CPU time per call
+//! under a given load are the practical limit of this stack on this machine; `bench/run.sh`
+//! reports Tollgate as a ratio of it. Like Tollgate's gRPC server it sets TCP_NODELAY, allows
+//! 1,024 streams per connection and honours a caller's deadline (`grpc-timeout`, which tonic
+//! reads for every server); it has none of Tollgate's health, reflection, own time bound on a
+//! call or connection bounds.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -28,6 +28,7 @@ impl Codec for RlsCodec {
     }
 }
 
+/// Writes each answer's protobuf bytes into the gRPC frame tonic is building.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DecisionEncoder;
 
@@ -36,7 +37,7 @@ impl Encoder for DecisionEncoder {
     type Error = Status;
 
     fn encode(&mut self, decision: Decision, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        encode_response(&decision, buf);
+        encode_response(decision, buf);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! It translates between the wire (prost types) and the engine's [`crate::engine::Call`] and
 //! [`crate::engine::Decision`]; it decides nothing itself.
 
-pub mod codec;
+mod codec;
 pub mod connections;
 mod service;
 

@@ -2,7 +2,7 @@
 //! and [`crate::engine::Decision`], shared by the gRPC service and the admin's `/json`; and a
 //! decision written straight to the bytes of the wire's answer, for the gRPC service.
 
-pub mod encode;
+mod encode;
 pub mod request;
 pub mod response;
 
