@@ -287,8 +287,8 @@ def cpu_us(r):
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
-print("| workload | Tollgate ops/s | ceiling ops/s | ratio | Tollgate CPU µs/call | ceiling CPU µs/call | CPU ratio | Tollgate p50/p99 µs | ceiling p50/p99 µs | server core busy (T / C) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| workload | Tollgate ops/s | ceiling ops/s | ratio | Tollgate CPU µs/call | ceiling CPU µs/call | CPU ratio | per-pair CPU ratios | Tollgate p50/p99 µs | ceiling p50/p99 µs | server core busy (T / C) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for w in workloads:
     t, c = runs("tollgate", w, "closed"), runs("ceiling", w, "closed")
     if not t or not c:
@@ -296,14 +296,15 @@ for w in workloads:
     # Ratios are medians of the per-run ratios: runs are interleaved, so each pair saw the
     # same machine.
     ratio = med([a["throughput"] / b["throughput"] for a, b in zip(t, c)])
-    cpu_ratio = med([cpu_us(a) / cpu_us(b) for a, b in zip(t, c)])
+    cpu_ratios = [cpu_us(a) / cpu_us(b) for a, b in zip(t, c)]
     lat = lambda rs, q: med([r["latency"][q] for r in rs])
     # How full the server's core was: CPU seconds per second of the run (connect and warmup
     # included). Near 100%, the server is the bottleneck; well under, the load generator is.
     busy = lambda rs: med([r["cpu_secs"] / r["wall_secs"] for r in rs])
     print(f"| {w} | {med([r['throughput'] for r in t]):,.0f} | {med([r['throughput'] for r in c]):,.0f} "
           f"| {ratio:.0%} | {med([cpu_us(r) for r in t]):.2f} | {med([cpu_us(r) for r in c]):.2f} "
-          f"| {cpu_ratio:.2f}x | {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} "
+          f"| {med(cpu_ratios):.2f}x | {min(cpu_ratios):.2f}–{max(cpu_ratios):.2f}x "
+          f"| {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} "
           f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} | {busy(t):.0%} / {busy(c):.0%} |")
 
 rows = [(w, f, runs("tollgate", w, f"open{f}-"), runs("ceiling", w, f"open{f}-"))
