@@ -11,7 +11,7 @@
 use bytes::BufMut;
 use prost::encoding::{WireType, encoded_len_varint, key_len};
 
-use super::response::{global_cap_metadata, wire_code, wire_unit};
+use super::response::{global_cap_metadata, wire_code, wire_duration, wire_unit};
 use crate::engine::{Decision, DescriptorStatus, ReportedLimit};
 
 // Field numbers of Envoy's `RateLimitResponse` (`proto/envoy/service/ratelimit/v3/rls.proto`).
@@ -54,8 +54,9 @@ fn encode_status(status: &DescriptorStatus, out: &mut Fields, buf: &mut impl Buf
         .unwrap_or_default();
     let limit_len = limit.map(|limit| limit_len(limit, name));
     let reset = status.duration_until_reset.map(|d| {
-        let seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX) as u64;
-        let nanos = u64::from(d.subsec_nanos());
+        let d = wire_duration(d);
+        // Both are never negative: a varint of their value, as prost writes int64 and int32.
+        let (seconds, nanos) = (d.seconds as u64, d.nanos as u64);
         let len =
             varint_field_len(DURATION_SECONDS, seconds) + varint_field_len(DURATION_NANOS, nanos);
         (seconds, nanos, len)

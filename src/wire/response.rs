@@ -38,10 +38,7 @@ fn to_status(status: DescriptorStatus) -> WireStatus {
         code: wire_code(status.code) as i32,
         current_limit: status.current_limit.map(to_rate_limit),
         limit_remaining: status.limit_remaining,
-        duration_until_reset: status.duration_until_reset.map(|d| prost_types::Duration {
-            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            nanos: d.subsec_nanos() as i32,
-        }),
+        duration_until_reset: status.duration_until_reset.map(wire_duration),
         quota: None,
     }
 }
@@ -51,6 +48,14 @@ fn to_rate_limit(limit: ReportedLimit) -> RateLimit {
         name: limit.name.unwrap_or_default(),
         requests_per_unit: limit.requests_per_unit,
         unit: wire_unit(limit.unit) as i32,
+    }
+}
+
+/// A wait as the wire's `Duration`; one too long for its seconds is the longest it holds.
+pub(super) fn wire_duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
     }
 }
 
