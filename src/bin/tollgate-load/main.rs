@@ -1,6 +1,6 @@
 //! `tollgate-load`: a gRPC load generator for `ShouldRateLimit`, for benchmarks only.
 //!
-//! It opens `--connections` HTTP/2 connections (one tonic `Channel` each), keeps up to
+//! It opens `--connections` HTTP/2 connections (see `grpc.rs`), keeps up to
 //! `--concurrency` calls in flight across them, and offers load either closed loop (every
 //! call slot sends its next call as soon as the last is answered) or open loop at `--rate`
 //! calls/s, where each call has an intended start on a fixed schedule and its latency is
@@ -8,10 +8,12 @@
 //! (no coordinated omission). Every answer is verified (see `verify.rs`); a run with any
 //! failed call exits 1.
 //!
+//! - `grpc.rs`: the call itself, on raw HTTP/2.
 //! - `workload.rs`: the descriptor mixes and the Zipf sampler.
 //! - `verify.rs`: what makes an answer acceptable.
 //! - `report.rs`: counts, throughput and HDR percentiles, as text or JSON.
 
+mod grpc;
 mod report;
 mod verify;
 mod workload;
@@ -26,12 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use prost::Message;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
 
-use tollgate::proto::{RateLimitRequest, RateLimitServiceClient};
+use tollgate::proto::{RateLimitRequest, RateLimitResponse};
+
+use grpc::{RlsClient, grpc_frame};
 
 use report::{Mode, Percentiles, Report, latency_histogram};
 use verify::{Answer, Checks, Expect, Failure, verify};
@@ -169,16 +171,6 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")
-}
-
-/// A request as one gRPC message on the wire: uncompressed flag, big-endian length, protobuf.
-fn grpc_frame(request: &RateLimitRequest) -> Vec<u8> {
-    let body = request.encode_to_vec();
-    let mut frame = Vec::with_capacity(5 + body.len());
-    frame.push(0);
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    frame
 }
 
 /// When to stop offering load.
@@ -337,35 +329,34 @@ impl Shared {
     }
 }
 
-/// `request` with `deadline` as its `grpc-timeout`.
-fn with_deadline(
-    request: RateLimitRequest,
-    deadline: Duration,
-) -> tonic::Request<RateLimitRequest> {
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(deadline);
-    request
-}
-
-async fn connect(addr: &str, plan: &Plan) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(addr.to_owned())
-        .with_context(|| format!("--addr {addr} is not a valid URI"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(plan.timeout);
-    let mut channels = Vec::with_capacity(plan.connections);
+async fn connect(addr: &str, plan: &Plan) -> anyhow::Result<Vec<RlsClient>> {
+    let mut clients = Vec::with_capacity(plan.connections);
     for i in 0..plan.connections {
-        let channel = endpoint
-            .connect()
+        let client = RlsClient::connect(addr, plan.timeout)
             .await
             .with_context(|| format!("connection {} to {addr}", i + 1))?;
-        channels.push(channel);
+        clients.push(client);
     }
-    Ok(channels)
+    Ok(clients)
+}
+
+/// One call, failed if it is not answered within the run's `--timeout`.
+async fn call(
+    client: &mut RlsClient,
+    request: &RateLimitRequest,
+    shared: &Shared,
+) -> Result<RateLimitResponse, tonic::Status> {
+    tokio::time::timeout(shared.deadline, client.should_rate_limit(request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "no answer within --timeout",
+            ))
+        })
 }
 
 async fn run(addr: String, plan: Plan, workload: Workload) -> anyhow::Result<Report> {
-    let channels = connect(&addr, &plan).await?;
+    let clients = connect(&addr, &plan).await?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         workload,
@@ -375,8 +366,8 @@ async fn run(addr: String, plan: Plan, workload: Workload) -> anyhow::Result<Rep
         deadline: plan.timeout,
     });
     match plan.rate {
-        None => closed_loop(&plan, &channels, &shared).await?,
-        Some(rate) => open_loop(&plan, rate, &channels, &shared).await?,
+        None => closed_loop(&plan, &clients, &shared).await?,
+        Some(rate) => open_loop(&plan, rate, &clients, &shared).await?,
     }
     let tally = shared.tally();
     let elapsed = tally.last_answer.map_or(Duration::ZERO, |t| {
@@ -405,13 +396,13 @@ async fn run(addr: String, plan: Plan, workload: Workload) -> anyhow::Result<Rep
 /// `concurrency` call slots, each sending its next call when the last is answered.
 async fn closed_loop(
     plan: &Plan,
-    channels: &[Channel],
+    clients: &[RlsClient],
     shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let issued = Arc::new(AtomicU64::new(0));
     let mut slots = JoinSet::new();
     for slot in 0..plan.concurrency {
-        let mut client = RateLimitServiceClient::new(channels[slot % channels.len()].clone());
+        let mut client = clients[slot % clients.len()].clone();
         let shared = Arc::clone(shared);
         let issued = Arc::clone(&issued);
         let stop = plan.stop;
@@ -431,10 +422,7 @@ async fn closed_loop(
                 }
                 let request = shared.workload.request(&mut rng);
                 let descriptors = request.descriptors.len();
-                let result = client
-                    .should_rate_limit(with_deadline(request, shared.deadline))
-                    .await
-                    .map(tonic::Response::into_inner);
+                let result = call(&mut client, &request, &shared).await;
                 let answered = Instant::now();
                 let outcome = verify(result, descriptors, shared.checks);
                 shared
@@ -454,13 +442,9 @@ async fn closed_loop(
 async fn open_loop(
     plan: &Plan,
     rate: f64,
-    channels: &[Channel],
+    clients: &[RlsClient],
     shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
-    let clients: Vec<_> = channels
-        .iter()
-        .map(|c| RateLimitServiceClient::new(c.clone()))
-        .collect();
     let slots = Arc::new(Semaphore::new(plan.concurrency));
     let mut rng = fastrand::Rng::with_seed(plan.seed);
     let mut calls = JoinSet::new();
@@ -490,10 +474,7 @@ async fn open_loop(
         calls.spawn(async move {
             let sent = Instant::now();
             let descriptors = request.descriptors.len();
-            let result = client
-                .should_rate_limit(with_deadline(request, shared.deadline))
-                .await
-                .map(tonic::Response::into_inner);
+            let result = call(&mut client, &request, &shared).await;
             let answered = Instant::now();
             drop(permit);
             let outcome = verify(result, descriptors, shared.checks);
@@ -537,40 +518,6 @@ mod tests {
 
     fn args(extra: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("tollgate-load").chain(extra.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn grpc_frame_is_prefix_then_protobuf() {
-        let workload = Workload::new(WorkloadKind::ThreePlusGlobal, None, 10, 1.0).unwrap();
-        let request = workload.request(&mut fastrand::Rng::with_seed(9));
-        let frame = grpc_frame(&request);
-        assert_eq!(frame[0], 0, "uncompressed");
-        let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
-        assert_eq!(len, frame.len() - 5);
-        assert_eq!(RateLimitRequest::decode(&frame[5..]).unwrap(), request);
-    }
-
-    #[test]
-    fn every_call_carries_its_deadline() {
-        let request = with_deadline(RateLimitRequest::default(), Duration::from_millis(2_500));
-        let header = request
-            .metadata()
-            .get("grpc-timeout")
-            .unwrap()
-            .to_str()
-            .unwrap();
-        let (amount, unit) = header.split_at(header.len() - 1);
-        let nanos_per_unit: u64 = match unit {
-            "H" => 3_600_000_000_000,
-            "M" => 60_000_000_000,
-            "S" => 1_000_000_000,
-            "m" => 1_000_000,
-            "u" => 1_000,
-            "n" => 1,
-            _ => panic!("grpc-timeout {header:?}: no unit"),
-        };
-        let nanos = amount.parse::<u64>().unwrap() * nanos_per_unit;
-        assert_eq!(Duration::from_nanos(nanos), Duration::from_millis(2_500));
     }
 
     #[test]
