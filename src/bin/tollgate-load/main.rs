@@ -400,7 +400,7 @@ async fn closed_loop(
     shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let issued = Arc::new(AtomicU64::new(0));
-    let mut slots = JoinSet::new();
+    let mut slots: JoinSet<anyhow::Result<()>> = JoinSet::new();
     for slot in 0..plan.concurrency {
         let mut client = clients[slot % clients.len()].clone();
         let shared = Arc::clone(shared);
@@ -417,7 +417,7 @@ async fn closed_loop(
                         Stop::Count(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
                     };
                     if !more {
-                        return;
+                        return Ok(());
                     }
                 }
                 let request = shared.workload.request(&mut rng);
@@ -428,11 +428,12 @@ async fn closed_loop(
                 shared
                     .tally()
                     .record(measured, answered - started, None, answered, outcome);
+                client.ensure_open()?;
             }
         });
     }
     while let Some(joined) = slots.join_next().await {
-        joined.context("a call slot panicked")?;
+        joined.context("a call slot panicked")??;
     }
     Ok(())
 }
@@ -469,6 +470,7 @@ async fn open_loop(
             .await
             .context("the in-flight bound was closed")?;
         let mut client = clients[(i % clients.len() as u64) as usize].clone();
+        client.ensure_open()?;
         let request = shared.workload.request(&mut rng);
         let shared = Arc::clone(shared);
         calls.spawn(async move {
