@@ -14,6 +14,7 @@
 #   OPEN_FRACTIONS="0.1 0.25 0.5"         their offered rates, as fractions of the ceiling's
 #                                         closed-loop throughput
 #   H2LOAD_REQUESTS=200000 H2LOAD_RUNS=4  calls per h2load run (0 to skip the cross-check), and
+#   H2LOAD_WORKLOADS="one-hot-key three-plus-global"   its workloads (one fixed request each)
 #                                         pairs of runs (ABBA, as in closed loop)
 #   BUSY_FLOOR=0.8 RETRIES=2              repeat a closed-loop run in which neither side kept its
 #                                         core this busy (a neighbour took the CPU), at most twice
@@ -35,6 +36,7 @@ OPEN_WORKLOADS=${OPEN_WORKLOADS-one-hot-key three-plus-global}
 OPEN_FRACTIONS=${OPEN_FRACTIONS:-0.1 0.25 0.5}
 H2LOAD_REQUESTS=${H2LOAD_REQUESTS:-200000}
 H2LOAD_RUNS=${H2LOAD_RUNS:-4}
+H2LOAD_WORKLOADS=${H2LOAD_WORKLOADS:-one-hot-key three-plus-global}
 BUSY_FLOOR=${BUSY_FLOOR:-0.8}
 RETRIES=${RETRIES:-2}
 REPEATED=0
@@ -205,33 +207,35 @@ for workload in $OPEN_WORKLOADS; do
   done
 done
 
-# The cross-check by an independent client: h2load sends one fixed, pre-encoded request, with
-# a deadline as tollgate-load's calls (its default --timeout) and Envoy's have. Pairs
+# The cross-check by an independent client: h2load sends one fixed, pre-encoded request per
+# workload (the first request tollgate-load would send: a workload's keys are then all hot),
+# with a deadline as tollgate-load's calls (its default --timeout) and Envoy's have. Pairs
 # of runs as in closed loop (ABBA), H2LOAD_RUNS pairs; the table shows medians.
 H2LOAD_LINES=()
 if [[ $H2LOAD_REQUESTS -gt 0 ]]; then
   if command -v h2load >/dev/null; then
-    "$BIN/tollgate-load" --workload one-hot-key --dump-request "$WORK/request.bin"
     streams=$(((CONCURRENCY + CONNECTIONS - 1) / CONNECTIONS))
-    echo "== h2load cross-check: one-hot-key, $H2LOAD_RUNS pairs of $H2LOAD_REQUESTS calls, $CONNECTIONS connections x $streams streams" >&2
     : >"$WORK/h2load.runs"
-    for ((run = 1; run <= H2LOAD_RUNS; run++)); do
-      order=(tollgate ceiling)
-      ((run % 2)) || order=(ceiling tollgate)
-      for server in "${order[@]}"; do
-        if [[ $server == tollgate ]]; then pid=$TG_PID port=$TG_PORT; else pid=$CEIL_PID port=$CEIL_PORT; fi
-        before=$(cpu_ticks "$pid")
-        "${PIN_LOAD[@]}" h2load -n "$H2LOAD_REQUESTS" -c "$CONNECTIONS" -m "$streams" \
-          -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 5S' \
-          -d "$WORK/request.bin" \
-          "http://127.0.0.1:$port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" \
-          >"$WORK/h2load.txt" 2>&1 || true
-        after=$(cpu_ticks "$pid")
-        # One line per run: server, pair, calls/s, CPU µs per call, 2xx answers, calls.
-        python3 - "$WORK/h2load.txt" "$server" "$run" "$((after - before))" "$(getconf CLK_TCK)" \
-          >>"$WORK/h2load.runs" <<'EOF'
+    for workload in $H2LOAD_WORKLOADS; do
+      "$BIN/tollgate-load" --workload "$workload" --dump-request "$WORK/request.bin"
+      echo "== h2load cross-check: $workload, $H2LOAD_RUNS pairs of $H2LOAD_REQUESTS calls, $CONNECTIONS connections x $streams streams" >&2
+      for ((run = 1; run <= H2LOAD_RUNS; run++)); do
+        order=(tollgate ceiling)
+        ((run % 2)) || order=(ceiling tollgate)
+        for server in "${order[@]}"; do
+          if [[ $server == tollgate ]]; then pid=$TG_PID port=$TG_PORT; else pid=$CEIL_PID port=$CEIL_PORT; fi
+          before=$(cpu_ticks "$pid")
+          "${PIN_LOAD[@]}" h2load -n "$H2LOAD_REQUESTS" -c "$CONNECTIONS" -m "$streams" \
+            -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 5S' \
+            -d "$WORK/request.bin" \
+            "http://127.0.0.1:$port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" \
+            >"$WORK/h2load.txt" 2>&1 || true
+          after=$(cpu_ticks "$pid")
+          # One line per run: workload, server, pair, calls/s, CPU µs per call, 2xx answers, calls.
+          python3 - "$WORK/h2load.txt" "$workload" "$server" "$run" "$((after - before))" "$(getconf CLK_TCK)" \
+            >>"$WORK/h2load.runs" <<'EOF'
 import re, sys
-path, server, run, ticks, hz = sys.argv[1:]
+path, workload, server, run, ticks, hz = sys.argv[1:]
 text = open(path).read()
 rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text)
 codes = re.search(r"status codes: (\d+) 2xx", text)
@@ -242,29 +246,33 @@ if not (rps and codes and done and int(done.group(1))):
     print(f"run.sh: h2load run skipped, output not understood ({server}): {last}", file=sys.stderr)
     sys.exit(0)
 calls = int(done.group(1))
-print(server, run, rps.group(1), int(ticks) / int(hz) * 1e6 / calls, codes.group(1), calls)
+print(workload, server, run, rps.group(1), int(ticks) / int(hz) * 1e6 / calls, codes.group(1), calls)
 EOF
-        tail -n 1 "$WORK/h2load.runs" | awk -v s="$server" -v r="$run" '$1 == s && $2 == r {printf "   %-9s h2load pair %s  %10.0f calls/s  CPU %5.2f µs/call\n", $1, $2, $3, $4}' >&2
+          tail -n 1 "$WORK/h2load.runs" | awk -v w="$workload" -v s="$server" -v r="$run" '$1 == w && $2 == s && $3 == r {printf "   %-9s h2load %-18s pair %s  %10.0f calls/s  CPU %5.2f µs/call\n", $2, $1, $3, $4, $5}' >&2
+        done
       done
     done
-    mapfile -t H2LOAD_LINES < <(python3 - "$WORK/h2load.runs" <<'EOF'
+    mapfile -t H2LOAD_LINES < <(python3 - "$WORK/h2load.runs" "$H2LOAD_WORKLOADS" <<'EOF'
 import collections, statistics, sys
 runs = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
-    server, run, rps, cpu, ok, calls = line.split()
-    runs[server][run] = (float(rps), float(cpu), int(ok), int(calls))
-pairs = sorted(set(runs["tollgate"]) & set(runs["ceiling"]))
-if not pairs:
-    print("h2load gave no complete pair of runs: cross-check skipped")
-    sys.exit(0)
-for server in ("tollgate", "ceiling"):
-    r = [runs[server][p] for p in pairs]
-    print(f"| {server} | {statistics.median(x[0] for x in r):,.0f} | {statistics.median(x[1] for x in r):.2f} "
-          f"| {sum(x[2] for x in r)} of {sum(x[3] for x in r)} |")
-throughput = [runs["tollgate"][p][0] / runs["ceiling"][p][0] for p in pairs]
-cpu = [runs["tollgate"][p][1] / runs["ceiling"][p][1] for p in pairs]
-print(f"| Tollgate / ceiling | {statistics.median(throughput):.0%} ({min(throughput):.0%}–{max(throughput):.0%}) "
-      f"| {statistics.median(cpu):.2f}x ({min(cpu):.2f}–{max(cpu):.2f}x) | |")
+    workload, server, run, rps, cpu, ok, calls = line.split()
+    runs[workload, server][run] = (float(rps), float(cpu), int(ok), int(calls))
+for workload in sys.argv[2].split():
+    t, c = runs[workload, "tollgate"], runs[workload, "ceiling"]
+    pairs = sorted(set(t) & set(c))
+    if not pairs:
+        print(f"| {workload} | no complete pair of h2load runs: skipped | | | |")
+        continue
+    for server, r in (("tollgate", t), ("ceiling", c)):
+        r = [r[p] for p in pairs]
+        print(f"| {workload} | {server} | {statistics.median(x[0] for x in r):,.0f} "
+              f"| {statistics.median(x[1] for x in r):.2f} | {sum(x[2] for x in r)} of {sum(x[3] for x in r)} |")
+    throughput = [t[p][0] / c[p][0] for p in pairs]
+    cpu = [t[p][1] / c[p][1] for p in pairs]
+    print(f"| {workload} | Tollgate / ceiling | {statistics.median(throughput):.0%} "
+          f"({min(throughput):.0%}–{max(throughput):.0%}) "
+          f"| {statistics.median(cpu):.2f}x ({min(cpu):.2f}–{max(cpu):.2f}x) | |")
 EOF
 )
   else
@@ -328,10 +336,10 @@ EOF
 if [[ ${#H2LOAD_LINES[@]} -gt 0 ]]; then
   echo
   if [[ ${H2LOAD_LINES[0]} == "|"* ]]; then
-    echo "h2load cross-check (one-hot-key, medians of $H2LOAD_RUNS pairs; the ratios are medians of the per-pair ratios, with their range; h2load sees HTTP status only, answers are verified by tollgate-load above):"
+    echo "h2load cross-check (medians of $H2LOAD_RUNS pairs; the ratios are medians of the per-pair ratios, with their range; h2load sends one fixed request per workload, so its keys are all hot, and sees HTTP status only: answers are verified by tollgate-load above):"
     echo
-    echo "| server | h2load calls/s | server CPU µs/call | HTTP 2xx |"
-    echo "|---|---:|---:|---:|"
+    echo "| workload | server | h2load calls/s | server CPU µs/call | HTTP 2xx |"
+    echo "|---|---|---:|---:|---:|"
   fi
   printf '%s\n' "${H2LOAD_LINES[@]}"
 fi
