@@ -270,7 +270,7 @@ for workload in sys.argv[2].split():
               f"| {statistics.median(x[1] for x in r):.2f} | {sum(x[2] for x in r)} of {sum(x[3] for x in r)} |")
     throughput = [t[p][0] / c[p][0] for p in pairs]
     cpu = [t[p][1] / c[p][1] for p in pairs]
-    print(f"| {workload} | Tollgate / ceiling | {statistics.median(throughput):.0%} "
+    print(f"| {workload} | Tollgate / ceiling | {statistics.median(throughput):.1%} "
           f"({min(throughput):.0%}–{max(throughput):.0%}) "
           f"| {statistics.median(cpu):.2f}x ({min(cpu):.2f}–{max(cpu):.2f}x) | |")
 EOF
@@ -310,7 +310,7 @@ for w in workloads:
     # included). Near 100%, the server is the bottleneck; well under, the load generator is.
     busy = lambda rs: med([r["cpu_secs"] / r["wall_secs"] for r in rs])
     print(f"| {w} | {med([r['throughput'] for r in t]):,.0f} | {med([r['throughput'] for r in c]):,.0f} "
-          f"| {ratio:.0%} | {med([cpu_us(r) for r in t]):.2f} | {med([cpu_us(r) for r in c]):.2f} "
+          f"| {ratio:.1%} | {med([cpu_us(r) for r in t]):.2f} | {med([cpu_us(r) for r in c]):.2f} "
           f"| {med(cpu_ratios):.2f}x | {min(cpu_ratios):.2f}–{max(cpu_ratios):.2f}x "
           f"| {lat(t, 'p50_us'):.0f} / {lat(t, 'p99_us'):.0f} "
           f"| {lat(c, 'p50_us'):.0f} / {lat(c, 'p99_us'):.0f} | {busy(t):.0%} / {busy(c):.0%} |")
