@@ -13,6 +13,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HeaderValue, TE};
 use http::{Method, Request, StatusCode, Uri};
@@ -38,17 +39,18 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 pub struct RlsClient {
     send: h2::client::SendRequest<Bytes>,
     uri: Uri,
-    /// Every call's `grpc-timeout`: the caller's deadline, as Envoy sends its own.
-    deadline: HeaderValue,
+    /// How long a call may take before it fails here.
+    deadline: Duration,
+    /// The same deadline as every call's `grpc-timeout`, as Envoy sends its own.
+    deadline_header: HeaderValue,
     /// How the connection ended, once it has (closed, reset, or gone away).
     ended: Arc<OnceLock<String>>,
 }
 
 impl RlsClient {
     /// Connects to `addr` (`http://host:port`; gRPC without TLS) and starts the connection's
-    /// driver task on the current runtime.
+    /// driver task on the current runtime. Every call carries `deadline` and fails past it.
     pub async fn connect(addr: &str, deadline: Duration) -> anyhow::Result<RlsClient> {
-        use anyhow::Context;
         let base: Uri = addr
             .parse()
             .with_context(|| format!("--addr {addr} is not a valid URI"))?;
@@ -101,7 +103,8 @@ impl RlsClient {
         Ok(RlsClient {
             send,
             uri,
-            deadline: grpc_timeout(deadline),
+            deadline,
+            deadline_header: grpc_timeout(deadline),
             ended,
         })
     }
@@ -116,11 +119,22 @@ impl RlsClient {
 
     /// One `ShouldRateLimit` call. A failure to carry it or a malformed answer comes back as a
     /// `Status` too: UNAVAILABLE for an HTTP/2 error, INTERNAL for an answer that breaks the
-    /// protocol; either fails the run.
+    /// protocol, DEADLINE_EXCEEDED for no answer within the deadline; any fails the run.
     pub async fn should_rate_limit(
         &mut self,
         request: &RateLimitRequest,
     ) -> Result<RateLimitResponse, Status> {
+        let deadline = self.deadline;
+        tokio::time::timeout(deadline, self.call(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {deadline:?}"
+                )))
+            })
+    }
+
+    async fn call(&mut self, request: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
         poll_fn(|cx| self.send.poll_ready(cx))
             .await
             .map_err(transport)?;
@@ -175,7 +189,7 @@ impl RlsClient {
         *head.uri_mut() = self.uri.clone();
         let headers = head.headers_mut();
         headers.insert(TE, HeaderValue::from_static("trailers"));
-        headers.insert("grpc-timeout", self.deadline.clone());
+        headers.insert("grpc-timeout", self.deadline_header.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         head
     }
@@ -440,6 +454,8 @@ mod tests {
         trailers: Option<Vec<(&'static str, &'static str)>>,
         /// Drop the connection instead of answering.
         hang_up: bool,
+        /// Keep the connection, and never answer.
+        silent: bool,
     }
 
     impl Raw {
@@ -449,6 +465,7 @@ mod tests {
                 body: Some(body),
                 trailers: Some(trailers.to_vec()),
                 hang_up: false,
+                silent: false,
             }
         }
     }
@@ -462,9 +479,14 @@ mod tests {
                 let raw = raw.clone();
                 tokio::spawn(async move {
                     let mut connection = h2::server::handshake(tcp).await.unwrap();
+                    let mut unanswered = Vec::new();
                     while let Some(Ok((_, mut respond))) = connection.accept().await {
                         if raw.hang_up {
                             return;
+                        }
+                        if raw.silent {
+                            unanswered.push(respond);
+                            continue;
                         }
                         let head = http::Response::builder()
                             .status(raw.status)
@@ -545,6 +567,7 @@ mod tests {
                     body: None,
                     trailers: None,
                     hang_up: false,
+                    silent: false,
                 },
                 Code::Internal,
                 "HTTP status 503",
@@ -599,6 +622,25 @@ mod tests {
         .expect("the answer stalled")
         .unwrap();
         assert_eq!(got, answer);
+    }
+
+    #[tokio::test]
+    async fn a_call_unanswered_past_its_deadline_fails() {
+        let addr = raw_server(Raw {
+            silent: true,
+            ..Raw::answer(Bytes::new(), &[])
+        })
+        .await;
+        let mut client = RlsClient::connect(&addr, Duration::from_millis(50))
+            .await
+            .unwrap();
+        let request = request("d", &[0]);
+        let call = client.should_rate_limit(&request);
+        let status = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call outlived its deadline")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     }
 
     #[tokio::test]

@@ -31,8 +31,6 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use tollgate::proto::{RateLimitRequest, RateLimitResponse};
-
 use grpc::{RlsClient, grpc_frame};
 
 use report::{Mode, Percentiles, Report, latency_histogram};
@@ -317,8 +315,6 @@ struct Shared {
     tally: Mutex<Tally>,
     /// Calls started after this are measured.
     measure_from: Instant,
-    /// Sent with every call as its `grpc-timeout`.
-    deadline: Duration,
 }
 
 impl Shared {
@@ -340,21 +336,6 @@ async fn connect(addr: &str, plan: &Plan) -> anyhow::Result<Vec<RlsClient>> {
     Ok(clients)
 }
 
-/// One call, failed if it is not answered within the run's `--timeout`.
-async fn call(
-    client: &mut RlsClient,
-    request: &RateLimitRequest,
-    shared: &Shared,
-) -> Result<RateLimitResponse, tonic::Status> {
-    tokio::time::timeout(shared.deadline, client.should_rate_limit(request))
-        .await
-        .unwrap_or_else(|_| {
-            Err(tonic::Status::deadline_exceeded(
-                "no answer within --timeout",
-            ))
-        })
-}
-
 async fn run(addr: String, plan: Plan, workload: Workload) -> anyhow::Result<Report> {
     let clients = connect(&addr, &plan).await?;
     let start = Instant::now();
@@ -363,7 +344,6 @@ async fn run(addr: String, plan: Plan, workload: Workload) -> anyhow::Result<Rep
         checks: plan.checks,
         tally: Mutex::new(Tally::new()),
         measure_from: start + plan.warmup,
-        deadline: plan.timeout,
     });
     match plan.rate {
         None => closed_loop(&plan, &clients, &shared).await?,
@@ -422,7 +402,7 @@ async fn closed_loop(
                 }
                 let request = shared.workload.request(&mut rng);
                 let descriptors = request.descriptors.len();
-                let result = call(&mut client, &request, &shared).await;
+                let result = client.should_rate_limit(&request).await;
                 let answered = Instant::now();
                 let outcome = verify(result, descriptors, shared.checks);
                 shared
@@ -476,7 +456,7 @@ async fn open_loop(
         calls.spawn(async move {
             let sent = Instant::now();
             let descriptors = request.descriptors.len();
-            let result = call(&mut client, &request, &shared).await;
+            let result = client.should_rate_limit(&request).await;
             let answered = Instant::now();
             drop(permit);
             let outcome = verify(result, descriptors, shared.checks);
