@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route_name("ShouldRateLimit")
         .comment("Decides whether a call is over any limit its descriptors match.")
         .input_type("crate::proto::RateLimitRequest")
-        .output_type("crate::engine::Decision")
+        .output_type("crate::wire::EncodedResponse")
         .codec_path("crate::rls::codec::RlsCodec")
         .build();
     let service = tonic_build::manual::Service::builder()

@@ -121,7 +121,7 @@ fn decisions(c: &mut Criterion) {
                 .should_rate_limit(&call)
                 .unwrap_or_else(|e| panic!("{e}"));
             answer.clear();
-            encode_response(decision, &mut answer);
+            encode_response(&decision, &mut answer);
             black_box(answer.len())
         })
     });

@@ -1,7 +1,7 @@
 //! `tollgate-ceiling`: a benchmark-only server, never a rate limiter.
 //!
 //! A bare tonic server on the same stack as Tollgate (tonic, prost, the same generated server
-//! and codec: requests decoded by prost, answers written by `tollgate::wire::encode_response`;
+//! and codec: requests decoded by prost, answers written by `tollgate::wire::EncodedResponse`;
 //! the service's own runtime policy from `tollgate::runtime`) that answers every
 //! `ShouldRateLimit` with a constant OK: overall OK and one OK status per request descriptor,
 //! nothing else. It decides nothing and counts nothing. Its throughput and CPU time per call
@@ -20,9 +20,10 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use tollgate::engine::{Code, Decision, DescriptorStatus};
+use tollgate::engine::{Code, DescriptorStatus};
 use tollgate::proto::RateLimitRequest;
 use tollgate::rls::{RateLimitService, RateLimitServiceServer};
+use tollgate::wire::EncodedResponse;
 
 #[derive(Parser)]
 #[command(about = "Benchmark ceiling: answers every ShouldRateLimit with a constant OK")]
@@ -39,23 +40,23 @@ impl RateLimitService for ConstantOk {
     async fn should_rate_limit(
         &self,
         request: Request<RateLimitRequest>,
-    ) -> Result<Response<Decision>, Status> {
+    ) -> Result<Response<EncodedResponse>, Status> {
         let descriptors = request.get_ref().descriptors.len();
-        Ok(Response::new(Decision {
-            code: Code::Ok,
-            statuses: vec![
-                DescriptorStatus {
-                    code: Code::Ok,
-                    current_limit: None,
-                    limit_remaining: 0,
-                    duration_until_reset: None,
-                };
-                descriptors
-            ],
-            denied_by_global: None,
-        }))
+        Ok(Response::new(EncodedResponse::new(
+            Code::Ok,
+            std::iter::repeat_n(&OK, descriptors),
+            None,
+        )))
     }
 }
+
+/// The status of every descriptor: OK, and nothing else.
+const OK: DescriptorStatus<&str> = DescriptorStatus {
+    code: Code::Ok,
+    current_limit: None,
+    limit_remaining: 0,
+    duration_until_reset: None,
+};
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -79,18 +79,22 @@ pub enum Code {
 }
 
 /// The answer to a call: one status per descriptor, in the call's order.
+///
+/// Names are owned `String`s by default. [`crate::engine::Engine::should_rate_limit_with`]
+/// hands out a `Decision<&str>` whose names are borrowed from the configuration in force, for
+/// an answer written out at once: no copy of a name per call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<N = String> {
     pub code: Code,
-    pub statuses: Vec<DescriptorStatus>,
+    pub statuses: Vec<DescriptorStatus<N>>,
     /// The name of the domain-level cap that denied the call, if one did (never its volume).
-    pub denied_by_global: Option<String>,
+    pub denied_by_global: Option<N>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DescriptorStatus {
+pub struct DescriptorStatus<N = String> {
     pub code: Code,
-    pub current_limit: Option<ReportedLimit>,
+    pub current_limit: Option<ReportedLimit<N>>,
     pub limit_remaining: u32,
     /// `None` when waiting cannot help (a limit of 0, or more hits than the limit).
     pub duration_until_reset: Option<Duration>,
@@ -98,8 +102,32 @@ pub struct DescriptorStatus {
 
 /// The limit a status reports, as Envoy shows it in `X-RateLimit-*` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportedLimit {
-    pub name: Option<String>,
+pub struct ReportedLimit<N = String> {
+    pub name: Option<N>,
     pub requests_per_unit: u32,
     pub unit: Unit,
+}
+
+impl Decision<&str> {
+    /// The same decision with names of its own.
+    pub fn into_owned(self) -> Decision {
+        Decision {
+            code: self.code,
+            statuses: self
+                .statuses
+                .into_iter()
+                .map(|status| DescriptorStatus {
+                    code: status.code,
+                    current_limit: status.current_limit.map(|limit| ReportedLimit {
+                        name: limit.name.map(str::to_owned),
+                        requests_per_unit: limit.requests_per_unit,
+                        unit: limit.unit,
+                    }),
+                    limit_remaining: status.limit_remaining,
+                    duration_until_reset: status.duration_until_reset,
+                })
+                .collect(),
+            denied_by_global: self.denied_by_global.map(str::to_owned),
+        }
+    }
 }

@@ -142,6 +142,17 @@ impl Engine {
         &self,
         call: &Call<'_, D>,
     ) -> Result<Decision, EngineError> {
+        self.should_rate_limit_with(call, |decision| decision.into_owned())
+    }
+
+    /// [`Engine::should_rate_limit`], with the decision handed to `answer` while the
+    /// configuration it names limits from is held: the gRPC service writes its answer there,
+    /// without a copy of each limit's name.
+    pub fn should_rate_limit_with<D: Descriptor, R>(
+        &self,
+        call: &Call<'_, D>,
+        answer: impl FnOnce(Decision<&str>) -> R,
+    ) -> Result<R, EngineError> {
         let loaded = self.config.load();
         let Some(domain) = loaded.rules.domain(call.domain) else {
             self.metrics.unknown_domain.inc();
@@ -153,16 +164,20 @@ impl Engine {
                     "call for an unknown domain (logged once a second)"
                 );
             }
-            return Ok(self.shadowed(match self.options.unknown_domain {
+            return Ok(answer(self.shadowed(match self.options.unknown_domain {
                 UnknownDomain::Allow => allow_all(call),
                 UnknownDomain::Deny => deny_all(call),
-            }));
+            })));
         };
         let counters = &loaded.counters.domains[domain.index];
         let mut plan = Plan::build(domain, call, &self.actors);
         let decision = match self.actors.turn(&mut plan, self.clock.as_ref()) {
             Ok((committed, now)) => status::decide(&plan, committed, now),
-            Err(full) => return self.internal_failure(call, &plan, counters, full),
+            Err(full) => {
+                return self
+                    .internal_failure(call, &plan, counters, full)
+                    .map(answer);
+            }
         };
         let shadow_denials = plan
             .ops
@@ -178,7 +193,7 @@ impl Engine {
         };
         counters.outcome(outcome).inc();
         self.count_rules(domain, counters, call, &plan, &decision);
-        Ok(self.shadowed(decision))
+        Ok(answer(self.shadowed(decision)))
     }
 
     /// A call the actors could not decide: a denial where a limit fails closed, else an error
@@ -189,7 +204,7 @@ impl Engine {
         plan: &Plan<'_>,
         counters: &DomainCounters,
         failure: KeyTableFull,
-    ) -> Result<Decision, EngineError> {
+    ) -> Result<Decision<&'static str>, EngineError> {
         let fail_closed = plan.has_fail_closed();
         if self.log_gate.open(self.clock.now()) {
             tracing::error!(error = %failure, fail_closed, "cannot decide (logged once a second)");
@@ -217,7 +232,7 @@ impl Engine {
         counters: &DomainCounters,
         call: &Call<'_, D>,
         plan: &Plan<'_>,
-        decision: &Decision,
+        decision: &Decision<&str>,
     ) {
         let per_descriptor = plan.descriptors.iter().zip(call.descriptors.iter());
         for ((d, descriptor), status) in per_descriptor.zip(&decision.statuses) {
@@ -300,7 +315,7 @@ impl Engine {
         }
     }
 
-    fn shadowed(&self, mut decision: Decision) -> Decision {
+    fn shadowed<N>(&self, mut decision: Decision<N>) -> Decision<N> {
         if self.options.shadow {
             decision.code = Code::Ok;
         }
@@ -309,17 +324,17 @@ impl Engine {
 }
 
 /// Every descriptor OK with no limit (an unknown domain allowed, or shadow over a failure).
-fn allow_all<D: Descriptor>(call: &Call<'_, D>) -> Decision {
+fn allow_all<D: Descriptor, N>(call: &Call<'_, D>) -> Decision<N> {
     uniform(call, Code::Ok)
 }
 
 /// Every descriptor OVER_LIMIT with nothing to wait for (an unknown domain refused, or a
 /// fail-closed failure).
-fn deny_all<D: Descriptor>(call: &Call<'_, D>) -> Decision {
+fn deny_all<D: Descriptor, N>(call: &Call<'_, D>) -> Decision<N> {
     uniform(call, Code::OverLimit)
 }
 
-fn uniform<D: Descriptor>(call: &Call<'_, D>, code: Code) -> Decision {
+fn uniform<D: Descriptor, N>(call: &Call<'_, D>, code: Code) -> Decision<N> {
     Decision {
         code,
         statuses: call

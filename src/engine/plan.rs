@@ -49,15 +49,15 @@ pub(crate) enum LimitSource<'c> {
     Global(&'c GlobalCap),
 }
 
-impl LimitSource<'_> {
-    pub fn reported(&self) -> Option<ReportedLimit> {
+impl<'c> LimitSource<'c> {
+    pub fn reported(&self) -> Option<ReportedLimit<&'c str>> {
         match *self {
             LimitSource::Rule { limit, name } => match limit.policy {
                 LimitPolicy::PerUnit {
                     requests_per_unit,
                     unit,
                 } => Some(ReportedLimit {
-                    name: name.map(str::to_owned),
+                    name,
                     requests_per_unit,
                     unit,
                 }),

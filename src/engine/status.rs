@@ -45,7 +45,7 @@ fn remaining(op: &Op<'_>, committed: bool) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-pub(crate) fn decide(plan: &Plan<'_>, committed: bool, now: Duration) -> Decision {
+pub(crate) fn decide<'c>(plan: &Plan<'c>, committed: bool, now: Duration) -> Decision<&'c str> {
     let global_denier = plan
         .global_ops()
         .iter()
@@ -89,7 +89,7 @@ pub(crate) fn decide(plan: &Plan<'_>, committed: bool, now: Duration) -> Decisio
         code: if committed { Code::Ok } else { Code::OverLimit },
         statuses,
         denied_by_global: global_denier.and_then(|op| match op.source {
-            super::plan::LimitSource::Global(cap) => Some(cap.name.clone()),
+            super::plan::LimitSource::Global(cap) => Some(cap.name.as_str()),
             _ => None,
         }),
     }
@@ -100,10 +100,10 @@ fn longest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     Some(a?.max(b?))
 }
 
-fn over(
-    current_limit: Option<super::call::ReportedLimit>,
+fn over<N>(
+    current_limit: Option<super::call::ReportedLimit<N>>,
     reset: Option<Duration>,
-) -> DescriptorStatus {
+) -> DescriptorStatus<N> {
     DescriptorStatus {
         code: Code::OverLimit,
         current_limit,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::generated::rate_limit_service_server::RateLimitService;
-use crate::engine::{Decision, Engine, EngineError};
+use crate::engine::{Engine, EngineError};
 use crate::proto::RateLimitRequest;
-use crate::wire::{RequestBounds, to_call};
+use crate::wire::{EncodedResponse, RequestBounds, to_call};
 
 pub struct RlsService {
     engine: Arc<Engine>,
@@ -26,12 +26,15 @@ impl RateLimitService for RlsService {
     async fn should_rate_limit(
         &self,
         request: Request<RateLimitRequest>,
-    ) -> Result<Response<Decision>, Status> {
+    ) -> Result<Response<EncodedResponse>, Status> {
         let request = request.into_inner();
         let call =
             to_call(&request, &self.bounds).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        match self.engine.should_rate_limit(&call) {
-            Ok(decision) => Ok(Response::new(decision)),
+        match self
+            .engine
+            .should_rate_limit_with(&call, |decision| EncodedResponse::of(&decision))
+        {
+            Ok(answer) => Ok(Response::new(answer)),
             // UNAVAILABLE, not OK and not UNKNOWN: Envoy's `failure_mode_deny` then decides,
             // and release builds of Envoy would read an UNKNOWN overall code as OK.
             Err(e @ EngineError::KeyTableFull(_)) => Err(Status::unavailable(e.to_string())),

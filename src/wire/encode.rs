@@ -12,7 +12,7 @@ use bytes::BufMut;
 use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use super::response::{global_cap_metadata, wire_code, wire_duration, wire_unit};
-use crate::engine::{Decision, DescriptorStatus, ReportedLimit};
+use crate::engine::{Code, Decision, DescriptorStatus, ReportedLimit};
 
 // Field numbers of Envoy's `RateLimitResponse` (`proto/envoy/service/ratelimit/v3/rls.proto`).
 const RESPONSE_OVERALL_CODE: u32 = 1;
@@ -28,30 +28,81 @@ const LIMIT_NAME: u32 = 3;
 const DURATION_SECONDS: u32 = 1;
 const DURATION_NANOS: u32 = 2;
 
+/// A `RateLimitResponse` written out: what the gRPC service answers, made while the decision's
+/// names are still borrowed from the configuration, and copied as it is into the gRPC frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedResponse(Vec<u8>);
+
+impl EncodedResponse {
+    /// `decision`, written out.
+    pub fn of<N: AsRef<str>>(decision: &Decision<N>) -> EncodedResponse {
+        EncodedResponse::new(
+            decision.code,
+            &decision.statuses,
+            decision.denied_by_global.as_ref().map(AsRef::as_ref),
+        )
+    }
+
+    /// A decision given by its parts, the statuses in the call's order.
+    pub fn new<'s, N: AsRef<str> + 's>(
+        code: Code,
+        statuses: impl IntoIterator<Item = &'s DescriptorStatus<N>, IntoIter: ExactSizeIterator>,
+        denied_by_global: Option<&str>,
+    ) -> EncodedResponse {
+        let statuses = statuses.into_iter();
+        // Room for a status with a limit, a reset and a short name; a longer answer grows.
+        let mut bytes = Vec::with_capacity(8 + 48 * statuses.len());
+        write_response(code, statuses, denied_by_global, &mut bytes);
+        EncodedResponse(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Writes `decision` to `buf` as a `RateLimitResponse`.
-pub fn encode_response(decision: Decision, buf: &mut impl BufMut) {
+pub fn encode_response<N: AsRef<str>>(decision: &Decision<N>, buf: &mut impl BufMut) {
+    write_response(
+        decision.code,
+        &decision.statuses,
+        decision.denied_by_global.as_ref().map(AsRef::as_ref),
+        buf,
+    );
+}
+
+fn write_response<'s, N: AsRef<str> + 's>(
+    code: Code,
+    statuses: impl IntoIterator<Item = &'s DescriptorStatus<N>>,
+    denied_by_global: Option<&str>,
+    buf: &mut impl BufMut,
+) {
     let mut out = Fields::default();
-    out.varint(RESPONSE_OVERALL_CODE, wire_code(decision.code) as u64);
+    out.varint(RESPONSE_OVERALL_CODE, wire_code(code) as u64);
     out.flush(buf);
-    for status in &decision.statuses {
+    for status in statuses {
         encode_status(status, &mut out, buf);
     }
-    if let Some(name) = decision.denied_by_global {
+    if let Some(name) = denied_by_global {
         // Rare (a denial by a global cap), so built as a message and left to prost.
         prost::encoding::message::encode(
             RESPONSE_DYNAMIC_METADATA,
-            &global_cap_metadata(name),
+            &global_cap_metadata(name.to_owned()),
             buf,
         );
     }
 }
 
-fn encode_status(status: &DescriptorStatus, out: &mut Fields, buf: &mut impl BufMut) {
+fn encode_status<N: AsRef<str>>(
+    status: &DescriptorStatus<N>,
+    out: &mut Fields,
+    buf: &mut impl BufMut,
+) {
     let code = wire_code(status.code) as u64;
     let limit = status.current_limit.as_ref();
     let name = limit
-        .and_then(|limit| limit.name.as_deref())
-        .unwrap_or_default();
+        .and_then(|limit| limit.name.as_ref())
+        .map_or("", AsRef::as_ref);
     let limit_len = limit.map(|limit| limit_len(limit, name));
     let reset = status.duration_until_reset.map(|d| {
         let d = wire_duration(d);
@@ -89,7 +140,7 @@ fn encode_status(status: &DescriptorStatus, out: &mut Fields, buf: &mut impl Buf
     out.flush(buf);
 }
 
-fn limit_len(limit: &ReportedLimit, name: &str) -> usize {
+fn limit_len<N>(limit: &ReportedLimit<N>, name: &str) -> usize {
     varint_field_len(LIMIT_REQUESTS_PER_UNIT, limit.requests_per_unit.into())
         + varint_field_len(LIMIT_UNIT, wire_unit(limit.unit) as u64)
         + if name.is_empty() {
@@ -279,13 +330,48 @@ mod tests {
         assert!(decisions.len() > 4_000, "{} answers", decisions.len());
         for decision in decisions {
             let mut ours = Vec::new();
-            encode_response(decision.clone(), &mut ours);
+            encode_response(&decision, &mut ours);
             let expected = to_response(decision.clone());
             assert_eq!(ours, expected.encode_to_vec(), "{decision:?}");
             assert_eq!(
                 crate::proto::RateLimitResponse::decode(&ours[..]).ok(),
                 Some(expected)
             );
+            // The gRPC service's answer: the same bytes, from owned or borrowed names.
+            assert_eq!(EncodedResponse::of(&decision).as_bytes(), &ours[..]);
+            assert_eq!(
+                EncodedResponse::of(&borrowed(&decision)).as_bytes(),
+                &ours[..]
+            );
+        }
+    }
+
+    /// `decision` with its names borrowed, as the engine hands it to the gRPC service.
+    fn borrowed(decision: &Decision) -> Decision<&str> {
+        Decision {
+            code: decision.code,
+            statuses: decision
+                .statuses
+                .iter()
+                .map(|status| DescriptorStatus {
+                    code: status.code,
+                    current_limit: status.current_limit.as_ref().map(|limit| ReportedLimit {
+                        name: limit.name.as_deref(),
+                        requests_per_unit: limit.requests_per_unit,
+                        unit: limit.unit,
+                    }),
+                    limit_remaining: status.limit_remaining,
+                    duration_until_reset: status.duration_until_reset,
+                })
+                .collect(),
+            denied_by_global: decision.denied_by_global.as_deref(),
+        }
+    }
+
+    #[test]
+    fn borrowed_names_own_themselves_unchanged() {
+        for decision in decisions() {
+            assert_eq!(borrowed(&decision).into_owned(), decision);
         }
     }
 }

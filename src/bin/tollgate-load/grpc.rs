@@ -309,6 +309,7 @@ mod tests {
     use tollgate::proto::rate_limit_descriptor::Entry;
     use tollgate::proto::rate_limit_response::Code as WireCode;
     use tollgate::rls::{RateLimitService, RateLimitServiceServer};
+    use tollgate::wire::EncodedResponse;
 
     /// Answers by the request's domain: `refuse` with RESOURCE_EXHAUSTED; otherwise OVER_LIMIT
     /// with one status per descriptor whose limit is named after the `grpc-timeout` the call
@@ -320,7 +321,7 @@ mod tests {
         async fn should_rate_limit(
             &self,
             request: GrpcRequest<RateLimitRequest>,
-        ) -> Result<GrpcResponse<Decision>, Status> {
+        ) -> Result<GrpcResponse<EncodedResponse>, Status> {
             let timeout = request
                 .metadata()
                 .get("grpc-timeout")
@@ -348,11 +349,11 @@ mod tests {
                     }
                 })
                 .collect();
-            Ok(GrpcResponse::new(Decision {
+            Ok(GrpcResponse::new(EncodedResponse::of(&Decision {
                 code: Decided::OverLimit,
                 statuses,
                 denied_by_global: None,
-            }))
+            })))
         }
     }
 
