@@ -13,7 +13,7 @@ use tollgate::config::{LoadOptions, load::load_sources};
 use tollgate::engine::{Call, CallDescriptor, Engine, EngineOptions};
 use tollgate::proto::rate_limit_descriptor::Entry;
 use tollgate::proto::{RateLimitDescriptor, RateLimitRequest};
-use tollgate::wire::{RequestBounds, encode_response, to_call};
+use tollgate::wire::{EncodedResponse, RequestBounds, to_call};
 
 const CONFIG: &str = r#"
 domain: bench
@@ -113,16 +113,13 @@ fn decisions(c: &mut Criterion) {
         hits_addend: 0,
     };
     let bounds = RequestBounds::default();
-    let mut answer = Vec::with_capacity(256);
     group.bench_function("wire_3_descriptors_plus_global", |b| {
         b.iter(|| {
             let call = to_call(black_box(&request), &bounds).unwrap_or_else(|e| panic!("{e}"));
-            let decision = wire
-                .should_rate_limit(&call)
+            let answer = wire
+                .should_rate_limit_with(&call, |decision| EncodedResponse::of(&decision))
                 .unwrap_or_else(|e| panic!("{e}"));
-            answer.clear();
-            encode_response(&decision, &mut answer);
-            black_box(answer.len())
+            black_box(answer.as_bytes().len())
         })
     });
 

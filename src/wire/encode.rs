@@ -61,16 +61,6 @@ impl EncodedResponse {
     }
 }
 
-/// Writes `decision` to `buf` as a `RateLimitResponse`.
-pub fn encode_response<N: AsRef<str>>(decision: &Decision<N>, buf: &mut impl BufMut) {
-    write_response(
-        decision.code,
-        &decision.statuses,
-        decision.denied_by_global.as_ref().map(AsRef::as_ref),
-        buf,
-    );
-}
-
 fn write_response<'s, N: AsRef<str> + 's>(
     code: Code,
     statuses: impl IntoIterator<Item = &'s DescriptorStatus<N>>,
@@ -329,8 +319,7 @@ mod tests {
         let decisions = decisions();
         assert!(decisions.len() > 4_000, "{} answers", decisions.len());
         for decision in decisions {
-            let mut ours = Vec::new();
-            encode_response(&decision, &mut ours);
+            let ours = EncodedResponse::of(&decision).as_bytes().to_vec();
             let expected = to_response(decision.clone());
             assert_eq!(ours, expected.encode_to_vec(), "{decision:?}");
             assert_eq!(

@@ -6,6 +6,6 @@ mod encode;
 pub mod request;
 pub mod response;
 
-pub use encode::{EncodedResponse, encode_response};
+pub use encode::EncodedResponse;
 pub use request::{InvalidRequest, RequestBounds, to_call};
 pub use response::to_response;
