@@ -131,3 +131,46 @@ impl Decision<&str> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_decision_owns_every_name_it_holds() {
+        fn limit<N>(name: Option<N>) -> Option<ReportedLimit<N>> {
+            Some(ReportedLimit {
+                name,
+                requests_per_unit: 5,
+                unit: Unit::Minute,
+            })
+        }
+        fn status<N>(current_limit: Option<ReportedLimit<N>>) -> DescriptorStatus<N> {
+            DescriptorStatus {
+                code: Code::OverLimit,
+                current_limit,
+                limit_remaining: 0,
+                duration_until_reset: Some(Duration::from_secs(7)),
+            }
+        }
+        let borrowed = Decision {
+            code: Code::OverLimit,
+            statuses: vec![
+                status(limit(Some("per_user"))),
+                status(limit(None)),
+                status(None),
+            ],
+            denied_by_global: Some("account_total"),
+        };
+        let owned = Decision {
+            code: Code::OverLimit,
+            statuses: vec![
+                status(limit(Some("per_user".to_owned()))),
+                status(limit(None)),
+                status(None),
+            ],
+            denied_by_global: Some("account_total".to_owned()),
+        };
+        assert_eq!(borrowed.into_owned(), owned);
+    }
+}

@@ -152,7 +152,7 @@ impl Limiter {
             .collect();
         match self {
             Limiter::InProcess(engine) => {
-                engine.should_rate_limit(&call(domain, &asks))?;
+                engine.should_rate_limit_with(&call(domain, &asks), |_| ())?;
             }
             Limiter::Remote(remote) => {
                 remote.ask(domain, &asks, SETTLE_TIMEOUT).await?;
@@ -181,8 +181,8 @@ impl Limiter {
         let remote = match self {
             // Refused only when the key table is full and a limit fails closed.
             Limiter::InProcess(engine) => {
-                let decision = engine.should_rate_limit(&call(domain, &asks))?;
-                return Ok(decision.code == Code::Ok);
+                let code = engine.should_rate_limit_with(&call(domain, &asks), |d| d.code)?;
+                return Ok(code == Code::Ok);
             }
             Limiter::Remote(remote) => remote,
         };

@@ -22,7 +22,8 @@ impl RlsService {
 
 #[tonic::async_trait]
 impl RateLimitService for RlsService {
-    /// Answers with the decision itself: [`super::codec::RlsCodec`] writes it to the wire.
+    /// Writes the answer from the decision while its limit names are borrowed from the
+    /// configuration; [`super::codec::RlsCodec`] copies those bytes into the gRPC frame.
     async fn should_rate_limit(
         &self,
         request: Request<RateLimitRequest>,
