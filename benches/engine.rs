@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
 use tollgate::clock::ManualClock;
 use tollgate::config::{LoadOptions, load::load_sources};
 use tollgate::engine::{Call, CallDescriptor, Engine, EngineOptions};
 use tollgate::proto::rate_limit_descriptor::Entry;
 use tollgate::proto::{RateLimitDescriptor, RateLimitRequest};
-use tollgate::wire::{EncodedResponse, RequestBounds, to_call};
+use tollgate::wire::{EncodedResponse, RequestBounds, WireRequest, to_call};
 
 const CONFIG: &str = r#"
 domain: bench
@@ -91,8 +92,9 @@ fn decisions(c: &mut Criterion) {
         })
     });
 
-    // The gRPC service's path: a decoded wire request, validated and lent to the engine as it
-    // is (no copy of its descriptors), and the decision written as the wire answer's bytes.
+    // The gRPC service's path: a request's bytes read in place, validated and lent to the engine
+    // as they are (no copy of its descriptors), and the decision written as the wire answer's
+    // bytes.
     let wire = engine();
     let request = RateLimitRequest {
         domain: "bench".into(),
@@ -111,11 +113,13 @@ fn decisions(c: &mut Criterion) {
         })
         .collect(),
         hits_addend: 0,
-    };
+    }
+    .encode_to_vec();
     let bounds = RequestBounds::default();
     group.bench_function("wire_3_descriptors_plus_global", |b| {
         b.iter(|| {
-            let call = to_call(black_box(&request), &bounds).unwrap_or_else(|e| panic!("{e}"));
+            let request = WireRequest::parse(black_box(&request)).unwrap_or_else(|e| panic!("{e}"));
+            let call = to_call(&request, &bounds).unwrap_or_else(|e| panic!("{e}"));
             let answer = wire
                 .should_rate_limit_with(&call, |decision| EncodedResponse::of(&decision))
                 .unwrap_or_else(|e| panic!("{e}"));

@@ -124,3 +124,80 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
     assert_eq!(status.code(), GrpcCode::OutOfRange, "{status:?}");
     assert_eq!(server.code_of(simple("d", "k", "v")).await, Code::Ok);
 }
+
+/// Sends `body` as the request message as it is, bytes the client did not build from a
+/// `RateLimitRequest`.
+async fn raw_call(server: &TestServer, body: &[u8]) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.expect("the server is ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+    );
+    grpc.unary(tonic::Request::new(body.to_vec()), path, RawRequestCodec)
+        .await
+        .expect_err("the request must be refused")
+}
+
+#[derive(Clone, Copy, Default)]
+struct RawRequestCodec;
+
+impl tonic::codec::Codec for RawRequestCodec {
+    type Encode = Vec<u8>;
+    type Decode = tollgate::proto::RateLimitResponse;
+    type Encoder = RawRequestCodec;
+    type Decoder = tonic_prost::ProstDecoder<tollgate::proto::RateLimitResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawRequestCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
+
+impl tonic::codec::Encoder for RawRequestCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        body: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &body);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_protobuf_is_refused_naming_the_field() {
+    let server = TestServer::start(CONFIG).await;
+    let cases: [(&[u8], &str); 4] = [
+        // descriptors[0] { entries[0] { key: 0xff 0xfe } }
+        (
+            &[
+                0x0a, 0x01, b'd', 0x12, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe,
+            ],
+            "descriptors[0].entries[0].key: not valid UTF-8",
+        ),
+        // domain "d", then descriptors[0] said to be 9 bytes long, with 1 left
+        (
+            &[0x0a, 0x01, b'd', 0x12, 0x09, 0x0a],
+            "descriptors[0]: a length of 9 bytes runs past the end",
+        ),
+        // domain sent as a varint
+        (&[0x08, 0x01], "domain: "),
+        // a field numbered 0
+        (&[0x00, 0x00], "request: "),
+    ];
+    for (body, message) in cases {
+        let status = raw_call(&server, body).await;
+        assert_eq!(status.code(), GrpcCode::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with(message),
+            "expected {message:?}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(server.code_of(simple("d", "k", "v")).await, Code::Ok);
+}

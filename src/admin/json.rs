@@ -10,8 +10,8 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 
 use super::AdminState;
 use crate::engine::Code;
-use crate::proto::{RateLimitRequest, RateLimitResponse};
-use crate::wire::{to_call, to_response};
+use crate::proto::RateLimitResponse;
+use crate::wire::{WireRequest, to_call, to_response};
 
 pub(super) struct JsonCodec {
     request: MessageDescriptor,
@@ -33,14 +33,15 @@ impl JsonCodec {
         })
     }
 
-    fn decode(&self, body: &[u8]) -> Result<RateLimitRequest, String> {
+    /// The request's protobuf bytes, for [`WireRequest::parse`] as the gRPC service reads them.
+    fn decode(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let descriptor = self.request.clone();
         let mut de = serde_json::Deserializer::from_slice(body);
         let dynamic = DynamicMessage::deserialize(descriptor, &mut de)
             .map_err(|e| format!("invalid RateLimitRequest JSON: {e}"))?;
         de.end()
             .map_err(|e| format!("invalid RateLimitRequest JSON: {e}"))?;
-        RateLimitRequest::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| e.to_string())
+        Ok(dynamic.encode_to_vec())
     }
 
     fn encode(&self, response: &RateLimitResponse) -> Result<String, String> {
@@ -60,6 +61,10 @@ pub(super) async fn should_rate_limit(State(state): State<AdminState>, body: Byt
     let request = match state.json.decode(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let request = match WireRequest::parse(&request) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let call = match to_call(&request, &state.bounds) {
         Ok(c) => c,

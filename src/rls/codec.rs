@@ -1,21 +1,21 @@
-//! The codec of Tollgate's `RateLimitService`: requests decoded by prost, answers written by
-//! the service itself ([`EncodedResponse`], straight from the engine's decision) and copied
-//! into the frame here.
+//! The codec of Tollgate's `RateLimitService`: each request handed over as its bytes, for the
+//! service to read in place ([`crate::wire::WireRequest`]); each answer written by the service
+//! itself ([`EncodedResponse`], straight from the engine's decision) and copied into the frame
+//! here.
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut, Bytes};
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
-use tonic_prost::ProstDecoder;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::proto::RateLimitRequest;
 use crate::wire::EncodedResponse;
 
-/// The buffer each call's request is read into and its answer framed in. tonic's default is
+/// The buffer each call's request is read into and its answer framed in (the benchmark
+/// ceiling's codec too). tonic's default is
 /// 8 KiB, which glibc's allocator serves from its shared heap rather than its per-thread cache
 /// (up to 1,032 bytes), at about 1,000 instructions a call for the two (callgrind). Envoy's
 /// requests and Tollgate's answers are a few hundred bytes; a larger message grows its buffer.
 /// The second figure is tonic's default, and only matters to streaming answers.
-fn buffers() -> BufferSettings {
+pub fn buffer_settings() -> BufferSettings {
     BufferSettings::new(1024, 32 * 1024)
 }
 
@@ -25,16 +25,34 @@ pub struct RlsCodec;
 
 impl Codec for RlsCodec {
     type Encode = EncodedResponse;
-    type Decode = RateLimitRequest;
+    type Decode = Bytes;
     type Encoder = ResponseEncoder;
-    type Decoder = ProstDecoder<RateLimitRequest>;
+    type Decoder = RequestBytes;
 
     fn encoder(&mut self) -> ResponseEncoder {
         ResponseEncoder
     }
 
-    fn decoder(&mut self) -> ProstDecoder<RateLimitRequest> {
-        ProstDecoder::new(buffers())
+    fn decoder(&mut self) -> RequestBytes {
+        RequestBytes
+    }
+}
+
+/// Hands over each request message's bytes as they arrived: split off tonic's buffer, not
+/// copied.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestBytes;
+
+impl Decoder for RequestBytes {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
     }
 }
 
@@ -52,6 +70,6 @@ impl Encoder for ResponseEncoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        buffers()
+        buffer_settings()
     }
 }

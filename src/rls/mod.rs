@@ -1,9 +1,9 @@
 //! The gRPC face: Envoy's `RateLimitService` over the engine, gRPC health and reflection.
 //!
-//! It translates between the wire (prost types) and the engine's [`crate::engine::Call`] and
+//! It translates between the wire (through `crate::wire`) and the engine's [`crate::engine::Call`] and
 //! [`crate::engine::Decision`]; it decides nothing itself.
 
-mod codec;
+pub mod codec;
 pub mod connections;
 mod service;
 
@@ -30,8 +30,8 @@ use tonic_health::server::HealthReporter;
 pub use connections::Keepalive;
 pub use service::RlsService;
 
-/// The generated server and the trait its handler implements; the benchmark ceiling
-/// (`tollgate-ceiling`) serves the same.
+/// The generated server and the trait its handler implements (the benchmark ceiling,
+/// `tollgate-ceiling`, has a server of its own, around prost's decoder).
 pub use generated::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
 
 use crate::engine::Engine;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::generated::rate_limit_service_server::RateLimitService;
+use bytes::Bytes;
+
 use crate::engine::{Engine, EngineError};
-use crate::proto::RateLimitRequest;
-use crate::wire::{EncodedResponse, RequestBounds, to_call};
+use crate::wire::{EncodedResponse, RequestBounds, WireRequest, to_call};
 
 pub struct RlsService {
     engine: Arc<Engine>,
@@ -22,15 +23,17 @@ impl RlsService {
 
 #[tonic::async_trait]
 impl RateLimitService for RlsService {
-    /// Writes the answer from the decision while its limit names are borrowed from the
-    /// configuration; [`super::codec::RlsCodec`] copies those bytes into the gRPC frame.
+    /// Reads the request in place from its bytes, and writes the answer from the decision
+    /// while its limit names are borrowed from the configuration;
+    /// [`super::codec::RlsCodec`] copies those bytes into the gRPC frame.
     async fn should_rate_limit(
         &self,
-        request: Request<RateLimitRequest>,
+        request: Request<Bytes>,
     ) -> Result<Response<EncodedResponse>, Status> {
-        let request = request.into_inner();
-        let call =
-            to_call(&request, &self.bounds).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let bytes = request.into_inner();
+        let invalid = |e: crate::wire::InvalidRequest| Status::invalid_argument(e.to_string());
+        let request = WireRequest::parse(&bytes).map_err(invalid)?;
+        let call = to_call(&request, &self.bounds).map_err(invalid)?;
         match self
             .engine
             .should_rate_limit_with(&call, |decision| EncodedResponse::of(&decision))

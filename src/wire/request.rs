@@ -1,12 +1,13 @@
-//! From a wire `RateLimitRequest` to an engine [`Call`], refusing what is malformed or too big.
-//! Every error names the offending field, so a client can fix its request.
+//! From a wire `RateLimitRequest` ([`WireRequest`], read in place) to an engine [`Call`],
+//! refusing what is malformed or too big. Every error names the offending field, so a client
+//! can fix its request.
 
 use std::borrow::Cow;
 
+use super::decode::{WireDescriptor, WireRequest};
 use crate::config::Unit;
 use crate::engine::{Call, Descriptor, LimitOverride};
 use crate::proto::envoy::r#type::v3::RateLimitUnit;
-use crate::proto::{RateLimitDescriptor, RateLimitRequest};
 
 /// Bounds on what one request may carry, so memory follows configuration, not clients.
 #[derive(Clone, Copy, Debug)]
@@ -43,14 +44,14 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidReque
     }
 }
 
-pub fn to_call<'a>(
-    request: &'a RateLimitRequest,
+pub fn to_call<'r, 'a>(
+    request: &'r WireRequest<'a>,
     bounds: &RequestBounds,
-) -> Result<Call<'a, RateLimitDescriptor>, InvalidRequest> {
+) -> Result<Call<'r, WireDescriptor<'a>>, InvalidRequest> {
     if request.domain.is_empty() {
         return Err(invalid("domain", "must not be empty"));
     }
-    check_len(|| "domain".to_owned(), &request.domain, bounds)?;
+    check_len(|| "domain".to_owned(), request.domain, bounds)?;
     if request.descriptors.is_empty() {
         return Err(invalid(
             "descriptors",
@@ -80,7 +81,7 @@ pub fn to_call<'a>(
         check_descriptor(i, descriptor, bounds)?;
     }
     Ok(Call {
-        domain: &request.domain,
+        domain: request.domain,
         descriptors: Cow::Borrowed(&request.descriptors),
         hits: request.hits_addend,
     })
@@ -88,7 +89,7 @@ pub fn to_call<'a>(
 
 fn check_descriptor(
     index: usize,
-    descriptor: &RateLimitDescriptor,
+    descriptor: &WireDescriptor<'_>,
     bounds: &RequestBounds,
 ) -> Result<(), InvalidRequest> {
     let field = |name: &str| format!("descriptors[{index}].{name}");
@@ -105,17 +106,13 @@ fn check_descriptor(
             ),
         ));
     }
-    for (j, entry) in descriptor.entries.iter().enumerate() {
+    for (j, &(key, value)) in descriptor.entries.iter().enumerate() {
         let key_field = || field(&format!("entries[{j}].key"));
-        if entry.key.is_empty() {
+        if key.is_empty() {
             return Err(invalid(key_field(), "must not be empty"));
         }
-        check_len(key_field, &entry.key, bounds)?;
-        check_len(
-            || field(&format!("entries[{j}].value")),
-            &entry.value,
-            bounds,
-        )?;
+        check_len(key_field, key, bounds)?;
+        check_len(|| field(&format!("entries[{j}].value")), value, bounds)?;
     }
     if let Some(h) = descriptor.hits_addend.filter(|&h| h > bounds.max_hits) {
         return Err(invalid(
@@ -133,14 +130,12 @@ fn check_descriptor(
 
 /// The wire descriptor as the engine reads it, in place. An override with an unknown unit
 /// reads as no override: [`to_call`], the service's way in, refuses such a request first.
-impl Descriptor for RateLimitDescriptor {
+impl Descriptor for WireDescriptor<'_> {
     fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
-        self.entries
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
+        self.entries.iter().copied()
     }
     fn limit_override(&self) -> Option<LimitOverride> {
-        let o = self.limit.as_ref()?;
+        let o = self.limit?;
         Some(LimitOverride {
             requests_per_unit: o.requests_per_unit,
             unit: override_unit(o.unit)?,

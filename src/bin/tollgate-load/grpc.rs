@@ -309,7 +309,7 @@ mod tests {
     use tollgate::proto::rate_limit_descriptor::Entry;
     use tollgate::proto::rate_limit_response::Code as WireCode;
     use tollgate::rls::{RateLimitService, RateLimitServiceServer};
-    use tollgate::wire::EncodedResponse;
+    use tollgate::wire::{EncodedResponse, WireRequest};
 
     /// Answers by the request's domain: `refuse` with RESOURCE_EXHAUSTED; otherwise OVER_LIMIT
     /// with one status per descriptor whose limit is named after the `grpc-timeout` the call
@@ -320,7 +320,7 @@ mod tests {
     impl RateLimitService for Scripted {
         async fn should_rate_limit(
             &self,
-            request: GrpcRequest<RateLimitRequest>,
+            request: GrpcRequest<Bytes>,
         ) -> Result<GrpcResponse<EncodedResponse>, Status> {
             let timeout = request
                 .metadata()
@@ -328,7 +328,9 @@ mod tests {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none")
                 .to_owned();
-            let request = request.into_inner();
+            let bytes = request.into_inner();
+            let request =
+                WireRequest::parse(&bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
             if request.domain == "refuse" {
                 return Err(Status::resource_exhausted("too busy, try later"));
             }
@@ -336,7 +338,8 @@ mod tests {
                 .descriptors
                 .iter()
                 .map(|d| {
-                    let pad = d.entries[0].value.parse().unwrap_or(0);
+                    let (_, value) = d.entries[0];
+                    let pad = value.parse().unwrap_or(0);
                     DescriptorStatus {
                         code: Decided::OverLimit,
                         current_limit: Some(ReportedLimit {
