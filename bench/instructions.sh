@@ -12,6 +12,8 @@
 #   WORKLOADS="one-hot-key uniform three-plus-global many-rules-exact"
 #   KEEP_PROFILES=dir                    keep the callgrind files (callgrind_annotate reads them)
 #   CALLGRIND_OPTS="--cache-sim=yes"     more valgrind options (here: simulated cache misses)
+#   CEILING_ARGS="--read-in-place"       more options of tollgate-ceiling (here: requests read
+#                                        in place, as Tollgate reads them: its own work alone)
 #   CARGO_TARGET_DIR                     where cargo builds (default: target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +69,8 @@ count() {
   port=$(free_port)
   log="$WORK/$server.$workload.log"
   local out="$PROFILES/$server.$workload.callgrind"
-  local cmd=("$BIN/tollgate-ceiling" --grpc-addr "127.0.0.1:$port")
+  # shellcheck disable=SC2206 # CEILING_ARGS is a list of options
+  local cmd=("$BIN/tollgate-ceiling" --grpc-addr "127.0.0.1:$port" ${CEILING_ARGS:-})
   if [[ $server == tollgate ]]; then
     cmd=("$BIN/tollgate" serve --config "$WORK/configs" --log warn
       --grpc-addr "127.0.0.1:$port" --http-addr "127.0.0.1:$(free_port)")
@@ -116,4 +119,4 @@ for row in "${ROWS[@]}"; do
   python3 -c "import sys; w, t, c = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]); print(f'| {w} | {t:,.0f} | {c:,.0f} | {t / c:.2f}x | {t - c:,.0f} |')" "$@"
 done
 echo
-echo "Settings: CALLS=$CALLS WARMUP_CALLS=$WARMUP_CALLS CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY KEYS=$KEYS RULES=$RULES; valgrind $(valgrind --version | sed 's/valgrind-//'); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+echo "Settings: CALLS=$CALLS WARMUP_CALLS=$WARMUP_CALLS CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY KEYS=$KEYS RULES=$RULES CEILING_ARGS=${CEILING_ARGS:-}; valgrind $(valgrind --version | sed 's/valgrind-//'); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
