@@ -118,7 +118,8 @@ fn decisions(c: &mut Criterion) {
     let bounds = RequestBounds::default();
     group.bench_function("wire_3_descriptors_plus_global", |b| {
         b.iter(|| {
-            let request = WireRequest::parse(black_box(&request)).unwrap_or_else(|e| panic!("{e}"));
+            let request =
+                WireRequest::parse(black_box(&request), &bounds).unwrap_or_else(|e| panic!("{e}"));
             let call = to_call(&request, &bounds).unwrap_or_else(|e| panic!("{e}"));
             let answer = wire
                 .should_rate_limit_with(&call, |decision| EncodedResponse::of(&decision))

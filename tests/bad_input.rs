@@ -125,50 +125,6 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
     assert_eq!(server.code_of(simple("d", "k", "v")).await, Code::Ok);
 }
 
-/// Sends `body` as the request message as it is, bytes the client did not build from a
-/// `RateLimitRequest`.
-async fn raw_call(server: &TestServer, body: &[u8]) -> tonic::Status {
-    let mut grpc = tonic::client::Grpc::new(server.channel().await);
-    grpc.ready().await.expect("the server is ready");
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-    );
-    grpc.unary(tonic::Request::new(body.to_vec()), path, RawRequestCodec)
-        .await
-        .expect_err("the request must be refused")
-}
-
-#[derive(Clone, Copy, Default)]
-struct RawRequestCodec;
-
-impl tonic::codec::Codec for RawRequestCodec {
-    type Encode = Vec<u8>;
-    type Decode = tollgate::proto::RateLimitResponse;
-    type Encoder = RawRequestCodec;
-    type Decoder = tonic_prost::ProstDecoder<tollgate::proto::RateLimitResponse>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawRequestCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
-    }
-}
-
-impl tonic::codec::Encoder for RawRequestCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        body: Vec<u8>,
-        buf: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(buf, &body);
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_request_that_is_not_protobuf_is_refused_naming_the_field() {
     let server = TestServer::start(CONFIG).await;
@@ -191,7 +147,9 @@ async fn a_request_that_is_not_protobuf_is_refused_naming_the_field() {
         (&[0x00, 0x00], "request: "),
     ];
     for (body, message) in cases {
-        let status = raw_call(&server, body).await;
+        let status = raw_call(server.channel().await, body)
+            .await
+            .expect_err("the request must be refused");
         assert_eq!(status.code(), GrpcCode::InvalidArgument, "{status:?}");
         assert!(
             status.message().starts_with(message),

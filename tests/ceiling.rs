@@ -1,15 +1,17 @@
 //! The benchmark ceiling (`tollgate-ceiling`) answers every call OK, with one OK status per
 //! descriptor and nothing else, whether it decodes requests with prost (a bare tonic server)
-//! or reads them in place as Tollgate does (`--read-in-place`).
+//! or reads them in place as Tollgate does (`--read-in-place`); a request that does not parse
+//! is INTERNAL from prost's codec, and INVALID_ARGUMENT naming its field read in place.
 
 mod common;
 
 use std::process::Command;
 
 use common::process::spawn;
-use common::{descriptor, request};
+use common::{descriptor, raw_call, request};
 use tollgate::proto::RateLimitServiceClient;
 use tollgate::proto::rate_limit_response::Code;
+use tonic::Code as GrpcCode;
 
 /// Starts the ceiling on an ephemeral port; returns it and its gRPC URL.
 fn start(args: &[&str]) -> (common::process::Killed, String) {
@@ -19,8 +21,8 @@ fn start(args: &[&str]) -> (common::process::Killed, String) {
     let addr = lines
         .by_ref()
         .find_map(|line| {
-            let at = line.find("constant OK on ")?;
-            line[at + 15..].split_whitespace().next().map(str::to_owned)
+            let (_, after) = line.split_once("constant OK on ")?;
+            after.split_whitespace().next().map(str::to_owned)
         })
         .expect("the ceiling names the address it bound");
     (ceiling, format!("http://{addr}"))
@@ -28,11 +30,31 @@ fn start(args: &[&str]) -> (common::process::Killed, String) {
 
 #[tokio::test]
 async fn the_ceiling_answers_ok_for_every_descriptor_however_it_reads_requests() {
-    for args in [&[][..], &["--read-in-place"][..]] {
+    // descriptors[0] { entries[0] { key: 0xff 0xfe } }
+    let not_utf8 = [0x12, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+    for (args, refused) in [
+        (&[][..], GrpcCode::Internal),
+        (&["--read-in-place"][..], GrpcCode::InvalidArgument),
+    ] {
         let (_ceiling, url) = start(args);
-        let mut client = RateLimitServiceClient::connect(url)
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("a valid URL")
+            .connect()
             .await
             .expect("the ceiling accepts a connection");
+        let status = raw_call(channel.clone(), &not_utf8)
+            .await
+            .expect_err("a key that is not UTF-8 is refused");
+        assert_eq!(status.code(), refused, "{args:?}: {status:?}");
+        if refused == GrpcCode::InvalidArgument {
+            assert!(
+                status
+                    .message()
+                    .starts_with("descriptors[0].entries[0].key:"),
+                "{status:?}"
+            );
+        }
+        let mut client = RateLimitServiceClient::new(channel);
         for n in [1, 3, 64] {
             let descriptors = (0..n).map(|_| descriptor(&[("k", "v")])).collect();
             let answer = client

@@ -34,7 +34,7 @@ impl JsonCodec {
     }
 
     /// The request's protobuf bytes, for [`WireRequest::parse`] as the gRPC service reads them.
-    fn decode(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn to_protobuf(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let descriptor = self.request.clone();
         let mut de = serde_json::Deserializer::from_slice(body);
         let dynamic = DynamicMessage::deserialize(descriptor, &mut de)
@@ -58,11 +58,11 @@ impl JsonCodec {
 }
 
 pub(super) async fn should_rate_limit(State(state): State<AdminState>, body: Bytes) -> Response {
-    let request = match state.json.decode(&body) {
+    let request = match state.json.to_protobuf(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let request = match WireRequest::parse(&request) {
+    let request = match WireRequest::parse(&request, &state.bounds) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };

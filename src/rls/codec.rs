@@ -10,9 +10,8 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 use crate::wire::EncodedResponse;
 
 /// The buffer each call's request is read into and its answer framed in (the benchmark
-/// ceiling's codec too). tonic's default is
-/// 8 KiB, which glibc's allocator serves from its shared heap rather than its per-thread cache
-/// (up to 1,032 bytes), at about 1,000 instructions a call for the two (callgrind). Envoy's
+/// ceiling's codec too). tonic's default is 8 KiB, which glibc's allocator serves from its
+/// shared heap rather than its per-thread cache (up to 1,032 bytes), at about 1,000 instructions a call for the two (callgrind). Envoy's
 /// requests and Tollgate's answers are a few hundred bytes; a larger message grows its buffer.
 /// The second figure is tonic's default, and only matters to streaming answers.
 pub fn buffer_settings() -> BufferSettings {

@@ -1,7 +1,7 @@
 //! The gRPC face: Envoy's `RateLimitService` over the engine, gRPC health and reflection.
 //!
-//! It translates between the wire (through `crate::wire`) and the engine's [`crate::engine::Call`] and
-//! [`crate::engine::Decision`]; it decides nothing itself.
+//! It translates between the wire (through `crate::wire`) and the engine's
+//! [`crate::engine::Call`] and [`crate::engine::Decision`]; it decides nothing itself.
 
 pub mod codec;
 pub mod connections;

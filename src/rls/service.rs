@@ -1,14 +1,13 @@
-//! The `ShouldRateLimit` handler: validate, ask the engine, answer.
+//! The `ShouldRateLimit` handler: read the request, validate, ask the engine, answer.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::generated::rate_limit_service_server::RateLimitService;
-use bytes::Bytes;
-
 use crate::engine::{Engine, EngineError};
-use crate::wire::{EncodedResponse, RequestBounds, WireRequest, to_call};
+use crate::wire::{EncodedResponse, InvalidRequest, RequestBounds, WireRequest, to_call};
 
 pub struct RlsService {
     engine: Arc<Engine>,
@@ -31,8 +30,8 @@ impl RateLimitService for RlsService {
         request: Request<Bytes>,
     ) -> Result<Response<EncodedResponse>, Status> {
         let bytes = request.into_inner();
-        let invalid = |e: crate::wire::InvalidRequest| Status::invalid_argument(e.to_string());
-        let request = WireRequest::parse(&bytes).map_err(invalid)?;
+        let invalid = |e: InvalidRequest| Status::invalid_argument(e.to_string());
+        let request = WireRequest::parse(&bytes, &self.bounds).map_err(invalid)?;
         let call = to_call(&request, &self.bounds).map_err(invalid)?;
         match self
             .engine

@@ -13,7 +13,11 @@
 use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType, check_wire_type, decode_key, decode_varint};
 
-use super::request::InvalidRequest;
+use super::request::{InvalidRequest, RequestBounds};
+
+/// How deep groups may nest in the fields this service skips: prost's recursion limit at the
+/// request, one level fewer in each message nested in it, as prost spends it.
+const REQUEST_DEPTH: u32 = 100;
 
 /// A `RateLimitRequest`, its strings borrowed from the bytes it was read from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,9 +47,14 @@ pub struct WireOverride {
 
 impl<'a> WireRequest<'a> {
     /// Reads a request from its protobuf bytes. An error names the field it is in (`request`
-    /// for the message's own framing).
-    pub fn parse(bytes: &'a [u8]) -> Result<WireRequest<'a>, InvalidRequest> {
-        request(bytes).map_err(|mut e| {
+    /// for the message's own framing). More descriptors, or more entries in one, than `bounds`
+    /// allow stop the reading there: what a request may make this service hold follows the
+    /// configuration, not the size of the message.
+    pub fn parse(
+        bytes: &'a [u8],
+        bounds: &RequestBounds,
+    ) -> Result<WireRequest<'a>, InvalidRequest> {
+        request(bytes, bounds).map_err(|mut e| {
             if e.field.is_empty() {
                 e.field = "request".to_owned();
             }
@@ -54,36 +63,48 @@ impl<'a> WireRequest<'a> {
     }
 }
 
-fn request(mut rest: &[u8]) -> Result<WireRequest<'_>, InvalidRequest> {
+fn request<'a>(
+    mut rest: &'a [u8],
+    bounds: &RequestBounds,
+) -> Result<WireRequest<'a>, InvalidRequest> {
     let mut request = WireRequest::default();
     while let Some((tag, wire_type)) = next_field(&mut rest)? {
         match tag {
             1 => request.domain = string(&mut rest, wire_type).map_err(within(|| "domain"))?,
             2 => {
                 let index = request.descriptors.len();
+                if index == bounds.max_descriptors {
+                    return Err(too_many("descriptors", index));
+                }
                 let field = || format!("descriptors[{index}]");
                 let body = delimited(&mut rest, wire_type).map_err(within(field))?;
                 request
                     .descriptors
-                    .push(descriptor(body).map_err(within(field))?);
+                    .push(descriptor(body, bounds).map_err(within(field))?);
             }
             3 => {
                 // uint32: the varint's low 32 bits, as prost reads it.
                 request.hits_addend =
                     varint(&mut rest, wire_type).map_err(within(|| "hits_addend"))? as u32;
             }
-            _ => skip(&mut rest, tag, wire_type)?,
+            _ => skip(&mut rest, tag, wire_type, REQUEST_DEPTH)?,
         }
     }
     Ok(request)
 }
 
-fn descriptor(mut rest: &[u8]) -> Result<WireDescriptor<'_>, InvalidRequest> {
+fn descriptor<'a>(
+    mut rest: &'a [u8],
+    bounds: &RequestBounds,
+) -> Result<WireDescriptor<'a>, InvalidRequest> {
     let mut descriptor = WireDescriptor::default();
     while let Some((tag, wire_type)) = next_field(&mut rest)? {
         match tag {
             1 => {
                 let index = descriptor.entries.len();
+                if index == bounds.max_entries {
+                    return Err(too_many("entries", index));
+                }
                 let field = || format!("entries[{index}]");
                 let body = delimited(&mut rest, wire_type).map_err(within(field))?;
                 descriptor.entries.push(entry(body).map_err(within(field))?);
@@ -102,7 +123,7 @@ fn descriptor(mut rest: &[u8]) -> Result<WireDescriptor<'_>, InvalidRequest> {
                 descriptor.is_negative_hits =
                     varint(&mut rest, wire_type).map_err(within(|| "is_negative_hits"))? != 0;
             }
-            _ => skip(&mut rest, tag, wire_type)?,
+            _ => skip(&mut rest, tag, wire_type, REQUEST_DEPTH - 1)?,
         }
     }
     Ok(descriptor)
@@ -114,7 +135,7 @@ fn entry(mut rest: &[u8]) -> Result<(&str, &str), InvalidRequest> {
         match tag {
             1 => key = string(&mut rest, wire_type).map_err(within(|| "key"))?,
             2 => value = string(&mut rest, wire_type).map_err(within(|| "value"))?,
-            _ => skip(&mut rest, tag, wire_type)?,
+            _ => skip(&mut rest, tag, wire_type, REQUEST_DEPTH - 2)?,
         }
     }
     Ok((key, value))
@@ -129,7 +150,7 @@ fn merge_override(mut rest: &[u8], limit: &mut WireOverride) -> Result<(), Inval
             }
             // An enum: the varint's low 32 bits, as prost reads it.
             2 => limit.unit = varint(&mut rest, wire_type).map_err(within(|| "unit"))? as i32,
-            _ => skip(&mut rest, tag, wire_type)?,
+            _ => skip(&mut rest, tag, wire_type, REQUEST_DEPTH - 2)?,
         }
     }
     Ok(())
@@ -139,7 +160,7 @@ fn merge_u64_value(mut rest: &[u8], value: &mut u64) -> Result<(), InvalidReques
     while let Some((tag, wire_type)) = next_field(&mut rest)? {
         match tag {
             1 => *value = varint(&mut rest, wire_type).map_err(within(|| "value"))?,
-            _ => skip(&mut rest, tag, wire_type)?,
+            _ => skip(&mut rest, tag, wire_type, REQUEST_DEPTH - 2)?,
         }
     }
     Ok(())
@@ -178,9 +199,37 @@ fn string<'a>(rest: &mut &'a [u8], wire_type: WireType) -> Result<&'a str, Inval
     std::str::from_utf8(delimited(rest, wire_type)?).map_err(|_| problem("not valid UTF-8"))
 }
 
-/// Skips a field this service does not read, as prost does (groups included).
-fn skip(rest: &mut &[u8], tag: u32, wire_type: WireType) -> Result<(), InvalidRequest> {
-    prost::encoding::skip_field(wire_type, tag, rest, DecodeContext::default()).map_err(malformed)
+/// Skips a field this service does not read, as prost does. Groups are walked here rather than
+/// by prost's `skip_field`, whose depth budget cannot be set from outside: `depth` is what
+/// prost would have left at this message.
+fn skip(rest: &mut &[u8], tag: u32, wire_type: WireType, depth: u32) -> Result<(), InvalidRequest> {
+    if depth == 0 {
+        return Err(problem("groups nested too deep"));
+    }
+    if wire_type != WireType::StartGroup {
+        // Nothing nested: prost's budget is not spent.
+        return prost::encoding::skip_field(wire_type, tag, rest, DecodeContext::default())
+            .map_err(malformed);
+    }
+    loop {
+        let (inner, inner_type) = decode_key(rest).map_err(malformed)?;
+        if inner_type == WireType::EndGroup {
+            if inner != tag {
+                return Err(problem("a group ends with another field's tag"));
+            }
+            return Ok(());
+        }
+        skip(rest, inner, inner_type, depth - 1)?;
+    }
+}
+
+/// More of `what` than the bounds allow, found when reading the one past the last allowed.
+#[cold]
+fn too_many(what: &str, allowed: usize) -> InvalidRequest {
+    InvalidRequest {
+        field: what.to_owned(),
+        problem: format!("more than {allowed}, at most {allowed} allowed"),
+    }
 }
 
 fn malformed(e: DecodeError) -> InvalidRequest {
@@ -219,6 +268,14 @@ mod tests {
     use crate::proto::rate_limit_descriptor::{Entry, RateLimitOverride};
     use crate::proto::{RateLimitDescriptor, RateLimitRequest};
 
+    /// No bound on counts, as prost has none.
+    const UNBOUNDED: RequestBounds = RequestBounds {
+        max_descriptors: usize::MAX,
+        max_entries: usize::MAX,
+        max_string_bytes: usize::MAX,
+        max_hits: u64::MAX,
+    };
+
     /// prost's decoding of the same bytes, in this module's terms.
     fn by_prost(bytes: &[u8]) -> Option<RateLimitRequest> {
         RateLimitRequest::decode(bytes).ok()
@@ -247,7 +304,7 @@ mod tests {
 
     /// Decodes `bytes` both ways and checks they agree: the same request, or both refused.
     fn agree(bytes: &[u8]) -> bool {
-        match (WireRequest::parse(bytes), by_prost(bytes)) {
+        match (WireRequest::parse(bytes, &UNBOUNDED), by_prost(bytes)) {
             (Ok(ours), Some(theirs)) => {
                 assert!(
                     same(&ours, &theirs),
@@ -290,9 +347,14 @@ mod tests {
         }
     }
 
-    /// A field this service does not read, of a random wire type (a group included).
-    fn unknown_field(rng: &mut fastrand::Rng, out: &mut Vec<u8>) {
-        let tag = rng.u32(5..1_000);
+    /// A field unknown to a message whose last known field is `known`, of a random wire type
+    /// (a group included).
+    fn unknown_field(rng: &mut fastrand::Rng, known: u32, out: &mut Vec<u8>) {
+        let tag = if rng.bool() {
+            rng.u32(known + 1..known + 4)
+        } else {
+            rng.u32(known + 1..1_000)
+        };
         match rng.u8(0..5) {
             0 => {
                 prost::encoding::encode_key(tag, WireType::Varint, out);
@@ -321,9 +383,9 @@ mod tests {
         }
     }
 
-    /// `message` encoded with unknown fields between its own, each field possibly given twice
-    /// (so that the last scalar wins and a message given twice is merged).
-    fn with_noise(rng: &mut fastrand::Rng, message: &impl Message) -> Vec<u8> {
+    /// `message` (whose last known field is `known`) encoded with unknown fields between its
+    /// own, each field possibly given twice.
+    fn with_noise(rng: &mut fastrand::Rng, known: u32, message: &impl Message) -> Vec<u8> {
         let plain = message.encode_to_vec();
         let mut fields = Vec::new();
         let mut rest = plain.as_slice();
@@ -337,7 +399,7 @@ mod tests {
         let mut out = Vec::new();
         for field in fields {
             if rng.u8(0..4) == 0 {
-                unknown_field(rng, &mut out);
+                unknown_field(rng, known, &mut out);
             }
             if rng.u8(0..6) == 0 {
                 out.extend_from_slice(field);
@@ -345,9 +407,43 @@ mod tests {
             out.extend_from_slice(field);
         }
         if rng.bool() {
-            unknown_field(rng, &mut out);
+            unknown_field(rng, known, &mut out);
         }
         out
+    }
+
+    /// Sometimes, a varint field `tag` with a value of up to 64 bits (which the reader narrows
+    /// where the field is narrower), before the field's own value: the later one must win.
+    fn decoy_varint(rng: &mut fastrand::Rng, tag: u32, out: &mut Vec<u8>) {
+        if rng.u8(0..3) == 0 {
+            prost::encoding::encode_key(tag, WireType::Varint, out);
+            prost::encoding::encode_varint(rng.u64(..), out);
+        }
+    }
+
+    /// Sometimes, a string field `tag` with another value, before the field's own.
+    fn decoy_string(rng: &mut fastrand::Rng, tag: u32, out: &mut Vec<u8>) {
+        if rng.u8(0..3) == 0 {
+            prost::encoding::string::encode(tag, &text(rng), out);
+        }
+    }
+
+    /// Sometimes, a message field `tag` whose body has `fields` (varints of up to 64 bits, by
+    /// tag) and unknown fields past the last of them: a first part that later parts merge into.
+    fn decoy_message(rng: &mut fastrand::Rng, tag: u32, fields: &[u32], out: &mut Vec<u8>) {
+        if rng.u8(0..3) != 0 {
+            return;
+        }
+        let mut body = Vec::new();
+        for &field in fields {
+            decoy_varint(rng, field, &mut body);
+            if rng.bool() {
+                unknown_field(rng, fields.len() as u32, &mut body);
+            }
+        }
+        prost::encoding::encode_key(tag, WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(body.len() as u64, out);
+        out.extend_from_slice(&body);
     }
 
     #[test]
@@ -357,7 +453,7 @@ mod tests {
             let request = random_request(&mut rng);
             let bytes = request.encode_to_vec();
             assert!(agree(&bytes), "{request:?} refused");
-            let parsed = WireRequest::parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            let parsed = WireRequest::parse(&bytes, &UNBOUNDED).unwrap_or_else(|e| panic!("{e}"));
             assert!(same(&parsed, &request));
         }
     }
@@ -376,16 +472,22 @@ mod tests {
             for d in &request.descriptors {
                 let mut body = Vec::new();
                 for e in &d.entries {
-                    let entry = with_noise(&mut rng, e);
+                    let mut entry = Vec::new();
+                    decoy_string(&mut rng, 1, &mut entry);
+                    decoy_string(&mut rng, 2, &mut entry);
+                    entry.extend_from_slice(&with_noise(&mut rng, 2, e));
                     prost::encoding::encode_key(1, WireType::LengthDelimited, &mut body);
                     prost::encoding::encode_varint(entry.len() as u64, &mut body);
                     body.extend_from_slice(&entry);
                 }
+                decoy_message(&mut rng, 2, &[1, 2], &mut body);
+                decoy_message(&mut rng, 3, &[1], &mut body);
+                decoy_varint(&mut rng, 4, &mut body);
                 let rest = RateLimitDescriptor {
                     entries: Vec::new(),
                     ..d.clone()
                 };
-                body.extend_from_slice(&with_noise(&mut rng, &rest));
+                body.extend_from_slice(&with_noise(&mut rng, 4, &rest));
                 // A message field given again, in part: prost merges it into the first.
                 if rng.u8(0..4) == 0 {
                     let partial = RateLimitOverride {
@@ -403,14 +505,15 @@ mod tests {
                 prost::encoding::encode_varint(body.len() as u64, &mut bytes);
                 bytes.extend_from_slice(&body);
                 if rng.u8(0..4) == 0 {
-                    unknown_field(&mut rng, &mut bytes);
+                    unknown_field(&mut rng, 3, &mut bytes);
                 }
             }
             let scalars = RateLimitRequest {
                 hits_addend: request.hits_addend,
                 ..RateLimitRequest::default()
             };
-            bytes.extend_from_slice(&with_noise(&mut rng, &scalars));
+            decoy_varint(&mut rng, 3, &mut bytes);
+            bytes.extend_from_slice(&with_noise(&mut rng, 3, &scalars));
             if rng.u8(0..8) == 0 {
                 // The last domain wins.
                 prost::encoding::string::encode(1, &text(&mut rng), &mut bytes);
@@ -430,7 +533,7 @@ mod tests {
         let (mut refused, mut read) = (0, 0);
         for _ in 0..20_000 {
             let request = random_request(&mut rng);
-            let mut bytes = with_noise(&mut rng, &request);
+            let mut bytes = with_noise(&mut rng, 3, &request);
             match rng.u8(0..3) {
                 0 if !bytes.is_empty() => {
                     let at = rng.usize(..bytes.len());
@@ -454,6 +557,94 @@ mod tests {
         );
     }
 
+    /// `groups` empty groups nested in one another, as an unknown field 9.
+    fn nested_groups(groups: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..groups {
+            prost::encoding::encode_key(9, WireType::StartGroup, &mut out);
+        }
+        for _ in 0..groups {
+            prost::encoding::encode_key(9, WireType::EndGroup, &mut out);
+        }
+        out
+    }
+
+    /// `body` as field `tag` of a message.
+    fn nested(tag: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn groups_nest_as_deep_as_prost_lets_them_in_every_message() {
+        let (mut read, mut refused) = (0, 0);
+        for groups in 95..=102 {
+            let groups = nested_groups(groups);
+            let in_descriptor = |body: &[u8]| nested(2, body);
+            let placements = [
+                groups.clone(),
+                in_descriptor(&groups),
+                in_descriptor(&nested(1, &groups)),
+                in_descriptor(&nested(2, &groups)),
+                in_descriptor(&nested(3, &groups)),
+            ];
+            for bytes in placements {
+                if agree(&bytes) {
+                    read += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        // Each placement is read up to its depth and refused past it.
+        assert!(read > 5 && refused > 5, "{read} read, {refused} refused");
+    }
+
+    #[test]
+    fn varints_wider_than_their_field_are_narrowed_as_prost_narrows_them() {
+        let mut limit = Vec::new();
+        prost::encoding::encode_key(1, WireType::Varint, &mut limit);
+        prost::encoding::encode_varint((1 << 40) | 7, &mut limit);
+        prost::encoding::encode_key(2, WireType::Varint, &mut limit);
+        prost::encoding::encode_varint(u64::MAX, &mut limit);
+        let mut bytes = nested(2, &nested(2, &limit));
+        prost::encoding::encode_key(3, WireType::Varint, &mut bytes);
+        prost::encoding::encode_varint((1 << 32) | 5, &mut bytes);
+        assert!(agree(&bytes));
+        let request = WireRequest::parse(&bytes, &UNBOUNDED).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.hits_addend, 5);
+        let expected = WireOverride {
+            requests_per_unit: 7,
+            unit: -1,
+        };
+        assert_eq!(request.descriptors[0].limit, Some(expected));
+    }
+
+    #[test]
+    fn reading_stops_past_the_bounds() {
+        let bounds = RequestBounds {
+            max_descriptors: 2,
+            max_entries: 3,
+            ..RequestBounds::default()
+        };
+        let entry = nested(1, &nested(1, b"k"));
+        let descriptor = |entries: usize| nested(2, &entry.repeat(entries));
+        let at_bounds = [descriptor(3), descriptor(1)].concat();
+        let read = WireRequest::parse(&at_bounds, &bounds).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.descriptors.len(), 2);
+
+        let e = WireRequest::parse(&descriptor(1).repeat(3), &bounds).unwrap_err();
+        assert_eq!(e.field, "descriptors");
+        assert_eq!(e.problem, "more than 2, at most 2 allowed");
+
+        let e = WireRequest::parse(&[descriptor(1), descriptor(4)].concat(), &bounds).unwrap_err();
+        assert_eq!(e.field, "descriptors[1].entries");
+        assert_eq!(e.problem, "more than 3, at most 3 allowed");
+    }
+
     #[test]
     fn a_malformed_request_names_the_field() {
         let entry_key_not_utf8 = [
@@ -461,23 +652,25 @@ mod tests {
             0x0a, 0x04, // entries[0], 4 bytes
             0x0a, 0x02, 0xff, 0xfe, // key: 2 bytes, not UTF-8
         ];
-        let e = WireRequest::parse(&entry_key_not_utf8).unwrap_err();
+        let e = WireRequest::parse(&entry_key_not_utf8, &UNBOUNDED).unwrap_err();
         assert_eq!(e.field, "descriptors[0].entries[0].key");
         assert_eq!(e.problem, "not valid UTF-8");
 
         let second_descriptor_too_long = [0x12, 0x00, 0x12, 0x05, 0x0a];
-        let e = WireRequest::parse(&second_descriptor_too_long).unwrap_err();
+        let e = WireRequest::parse(&second_descriptor_too_long, &UNBOUNDED).unwrap_err();
         assert_eq!(e.field, "descriptors[1]");
         assert!(e.problem.contains("runs past the end"), "{e}");
 
         let domain_as_varint = [0x08, 0x01];
-        let e = WireRequest::parse(&domain_as_varint).unwrap_err();
+        let e = WireRequest::parse(&domain_as_varint, &UNBOUNDED).unwrap_err();
         assert_eq!(e.field, "domain");
         assert!(e.problem.contains("wire type"), "{e}");
 
         let field_zero = [0x00];
         assert_eq!(
-            WireRequest::parse(&field_zero).unwrap_err().field,
+            WireRequest::parse(&field_zero, &UNBOUNDED)
+                .unwrap_err()
+                .field,
             "request"
         );
     }

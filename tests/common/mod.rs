@@ -249,3 +249,50 @@ pub fn require_program(program: &str, env_name: &str) -> bool {
     }
     found
 }
+
+/// Sends `body` as the request message as it is: bytes the client did not build from a
+/// `RateLimitRequest`.
+pub async fn raw_call(channel: Channel, body: &[u8]) -> Result<RateLimitResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+    );
+    grpc.unary(tonic::Request::new(body.to_vec()), path, RawRequestCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Sends raw bytes as the request; decodes the answer with prost.
+#[derive(Clone, Copy)]
+struct RawRequestCodec;
+
+impl tonic::codec::Codec for RawRequestCodec {
+    type Encode = Vec<u8>;
+    type Decode = RateLimitResponse;
+    type Encoder = RawRequestCodec;
+    type Decoder = tonic_prost::ProstDecoder<RateLimitResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawRequestCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
+
+impl tonic::codec::Encoder for RawRequestCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        body: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &body);
+        Ok(())
+    }
+}

@@ -329,8 +329,8 @@ mod tests {
                 .unwrap_or("none")
                 .to_owned();
             let bytes = request.into_inner();
-            let request =
-                WireRequest::parse(&bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let request = WireRequest::parse(&bytes, &Default::default())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             if request.domain == "refuse" {
                 return Err(Status::resource_exhausted("too busy, try later"));
             }
