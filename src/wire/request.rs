@@ -44,6 +44,8 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidReque
     }
 }
 
+/// Checks what reading could not: required fields, string lengths and hits. The counts of
+/// descriptors and entries are bounded as the request is read ([`WireRequest::parse`]).
 pub fn to_call<'r, 'a>(
     request: &'r WireRequest<'a>,
     bounds: &RequestBounds,
@@ -56,16 +58,6 @@ pub fn to_call<'r, 'a>(
         return Err(invalid(
             "descriptors",
             "at least one descriptor is required",
-        ));
-    }
-    if request.descriptors.len() > bounds.max_descriptors {
-        return Err(invalid(
-            "descriptors",
-            format!(
-                "{} descriptors, at most {} allowed",
-                request.descriptors.len(),
-                bounds.max_descriptors
-            ),
         ));
     }
     if u64::from(request.hits_addend) > bounds.max_hits {
@@ -95,16 +87,6 @@ fn check_descriptor(
     let field = |name: &str| format!("descriptors[{index}].{name}");
     if descriptor.entries.is_empty() {
         return Err(invalid(field("entries"), "at least one entry is required"));
-    }
-    if descriptor.entries.len() > bounds.max_entries {
-        return Err(invalid(
-            field("entries"),
-            format!(
-                "{} entries, at most {} allowed",
-                descriptor.entries.len(),
-                bounds.max_entries
-            ),
-        ));
     }
     for (j, &(key, value)) in descriptor.entries.iter().enumerate() {
         let key_field = || field(&format!("entries[{j}].key"));
